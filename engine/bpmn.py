@@ -1,0 +1,279 @@
+"""SpiffWorkflow specialised for gridflow: parser, task specs, clocked timers, safe scripting.
+
+This module closes the SpiffWorkflow 3.2.0 traps listed in the architecture guide:
+
+- every expression goes through :class:`SafeScriptEngine` (no ``eval``/``exec``);
+- service, send and business-rule tasks become :class:`HandlerTask` specs that the engine
+  dispatches itself, so a handler's exception is a clear instance error, never
+  ``NameError: script``;
+- timers read "now" from the engine clock, accept unquoted ISO 8601 and ``${var}``, and refuse
+  date-times without an offset;
+- message events use one event-definition class for every catch, throw and receive task, and
+  merge a dict payload into the catching task's variables.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
+from SpiffWorkflow.bpmn.parser.BpmnParser import full_tag
+from SpiffWorkflow.bpmn.parser.event_parsers import ReceiveTaskParser
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+from SpiffWorkflow.bpmn.specs.defaults import (
+    BoundaryEvent,
+    EndEvent,
+    IntermediateCatchEvent,
+    IntermediateThrowEvent,
+    ManualTask,
+    ReceiveTask,
+    StartEvent,
+)
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
+    CycleTimerEventDefinition,
+    DurationTimerEventDefinition,
+    TimeDateEventDefinition,
+    TimerEventDefinition,
+)
+from SpiffWorkflow.camunda.parser.CamundaParser import CamundaParser
+from SpiffWorkflow.camunda.parser.event_parsers import (
+    CamundaBoundaryEventParser,
+    CamundaEndEventParser,
+    CamundaEventDefinitionParser,
+    CamundaIntermediateCatchEventParser,
+    CamundaIntermediateThrowEventParser,
+    CamundaStartEventParser,
+)
+from SpiffWorkflow.camunda.parser.task_spec import CamundaTaskParser
+from SpiffWorkflow.camunda.specs.event_definitions import MessageEventDefinition
+
+from .clock import Clock, require_aware
+from .expressions import ExpressionError, ExpressionEvaluator, check_expression, unwrap
+
+_ISO_LITERAL = re.compile(r"^(R\d*/.*|P[0-9TWYMDHS.,]+|\d{4}-\d{2}-\d{2}(T[0-9:.]+)?(Z|[+-]\d{2}:?\d{2})?)$")
+
+
+def timer_expression(text: str) -> str:
+    """Normalize a timer body to an expression: ``PT2H`` -> ``'PT2H'``, ``${due}`` -> ``due``."""
+    body = (text or "").strip()
+    if _ISO_LITERAL.match(body):
+        return repr(body)
+    return unwrap(body)
+
+
+class HandlerTask(ManualTask):
+    """A service, send or business-rule task: the engine calls the handler named by its topic."""
+
+
+def _now(my_task) -> datetime:
+    return my_task.workflow.script_engine.clock.now()
+
+
+def _instant_text(value: Any, where: str) -> str:
+    if isinstance(value, datetime):
+        return require_aware(value, where).isoformat()
+    if not isinstance(value, str):
+        raise ExpressionError(f"{where}: expected an ISO 8601 string or date-time, got {type(value).__name__}")
+    return value
+
+
+def _parse_instant(text: str, where: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise ExpressionError(f"{where}: '{text}' is not an ISO 8601 date-time") from None
+    return require_aware(instant, where)
+
+
+def _duration_after(text: str, start: datetime, where: str) -> datetime:
+    try:
+        parsed = TimerEventDefinition.parse_iso_duration(text)
+    except Exception:
+        raise ExpressionError(f"{where}: '{text}' is not an ISO 8601 duration (e.g. PT2H, P1D)") from None
+    return start + TimerEventDefinition.get_timedelta_from_start(parsed, start)
+
+
+class ClockedTimeDate(TimeDateEventDefinition):
+    """``timeDate``: fires at an absolute instant, which must carry an offset."""
+
+    def has_fired(self, my_task) -> bool:
+        event_value = my_task._get_internal_data("event_value")
+        if event_value is None:
+            where = f"timer '{my_task.task_spec.bpmn_id}'"
+            value = my_task.workflow.script_engine.evaluate(my_task, self.expression)
+            event_value = _instant_text(value, where)
+            _parse_instant(event_value, where)
+            my_task._set_internal_data(event_value=event_value)
+        if datetime.fromisoformat(event_value) <= _now(my_task):
+            my_task._set_internal_data(event_fired=True)
+        return my_task._get_internal_data("event_fired", False)
+
+
+class ClockedDuration(DurationTimerEventDefinition):
+    """``timeDuration``: fires a duration after the timer started waiting."""
+
+    def has_fired(self, my_task) -> bool:
+        event_value = my_task._get_internal_data("event_value")
+        if event_value is None:
+            where = f"timer '{my_task.task_spec.bpmn_id}'"
+            text = my_task.workflow.script_engine.evaluate(my_task, self.expression)
+            event_value = _duration_after(str(text), _now(my_task), where).isoformat()
+            my_task._set_internal_data(event_value=event_value)
+        if datetime.fromisoformat(event_value) <= _now(my_task):
+            my_task._set_internal_data(event_fired=True)
+        return my_task._get_internal_data("event_fired", False)
+
+
+class ClockedCycle(CycleTimerEventDefinition):
+    """``timeCycle`` (``R3/PT1H``, ``R/P1M``): fires once per period.
+
+    Missed periods are not replayed: when several periods passed while nothing ran, the timer
+    fires once and its next instant moves to the first period boundary after now.
+    """
+
+    def cycle_complete(self, my_task) -> bool:
+        now = _now(my_task)
+        event_value = my_task._get_internal_data("event_value")
+        if event_value is None:
+            where = f"timer '{my_task.task_spec.bpmn_id}'"
+            text = str(my_task.workflow.script_engine.evaluate(my_task, self.expression))
+            event_value = _parse_cycle(text, now, where)
+        ready = False
+        if event_value["cycles"] != 0:
+            next_event = datetime.fromisoformat(event_value["next"])
+            if next_event <= now:
+                period = timedelta(seconds=event_value["duration"])
+                while next_event <= now:
+                    next_event += period
+                event_value["next"] = next_event.isoformat()
+                event_value["cycles"] -= 1
+                ready = True
+        else:
+            my_task.internal_data.pop("event_value", None)
+            my_task.internal_data["event_fired"] = True
+        my_task._set_internal_data(event_value=event_value)
+        return ready
+
+
+def _parse_cycle(text: str, now: datetime, where: str) -> dict:
+    parts = text.strip().upper().split("/")
+    if len(parts) not in (2, 3) or not parts[0].startswith("R"):
+        raise ExpressionError(f"{where}: '{text}' is not an ISO 8601 cycle (e.g. R3/PT1H)")
+    cycles = int(parts[0][1:]) if parts[0][1:] else -1
+    if len(parts) == 3:  # R/start/duration
+        start = _parse_instant(parts[1], where)
+        first = _duration_after(parts[2], start, where)
+        duration = first - start
+    else:
+        first = _duration_after(parts[1], now, where)
+        duration = first - now
+        start = first
+    return {"cycles": cycles, "next": start.isoformat(), "duration": duration.total_seconds()}
+
+
+class GridflowMessageEventDefinition(MessageEventDefinition):
+    """A message whose dict payload is merged into the catching task's variables."""
+
+    def update_task_data(self, my_task) -> None:
+        event_data = my_task.internal_data.get(self.name) or {}
+        payload = event_data.get("payload")
+        if isinstance(payload, dict) and event_data.get("result_var") in (None, "__merge__"):
+            my_task.data.update(payload)
+        else:
+            super().update_task_data(my_task)
+
+
+_TIMER_CLASSES = {
+    TimeDateEventDefinition: ClockedTimeDate,
+    DurationTimerEventDefinition: ClockedDuration,
+    CycleTimerEventDefinition: ClockedCycle,
+}
+
+
+class _GridflowEvents:
+    """Parser mixin: clocked timers and one message-event class everywhere."""
+
+    def parse_timer_event(self, event):
+        definition = super().parse_timer_event(event)
+        cls = _TIMER_CLASSES[type(definition)]
+        return cls(definition.name, timer_expression(definition.expression), description=definition.description)
+
+    def parse_message_event(self, message_event):
+        definition = CamundaEventDefinitionParser.parse_message_event(self, message_event)
+        result_var = definition.result_var or "__merge__"
+        return GridflowMessageEventDefinition(definition.name, definition.correlation_properties,
+                                              definition.expression, result_var)
+
+
+class StartParser(_GridflowEvents, CamundaStartEventParser):
+    pass
+
+
+class EndParser(_GridflowEvents, CamundaEndEventParser):
+    pass
+
+
+class CatchParser(_GridflowEvents, CamundaIntermediateCatchEventParser):
+    pass
+
+
+class ThrowParser(_GridflowEvents, CamundaIntermediateThrowEventParser):
+    pass
+
+
+class BoundaryParser(_GridflowEvents, CamundaBoundaryEventParser):
+    pass
+
+
+class ReceiveParser(_GridflowEvents, ReceiveTaskParser):
+    pass
+
+
+class GridflowParser(CamundaParser):
+    """CamundaParser with gridflow's task specs and event parsers."""
+
+    OVERRIDE_PARSER_CLASSES = {
+        **CamundaParser.OVERRIDE_PARSER_CLASSES,
+        full_tag("serviceTask"): (CamundaTaskParser, HandlerTask),
+        full_tag("sendTask"): (CamundaTaskParser, HandlerTask),
+        full_tag("businessRuleTask"): (CamundaTaskParser, HandlerTask),
+        full_tag("receiveTask"): (ReceiveParser, ReceiveTask),
+        full_tag("startEvent"): (StartParser, StartEvent),
+        full_tag("endEvent"): (EndParser, EndEvent),
+        full_tag("intermediateCatchEvent"): (CatchParser, IntermediateCatchEvent),
+        full_tag("intermediateThrowEvent"): (ThrowParser, IntermediateThrowEvent),
+        full_tag("boundaryEvent"): (BoundaryParser, BoundaryEvent),
+    }
+
+
+class SafeScriptEngine(PythonScriptEngine):
+    """Evaluates every condition, timer and script through :class:`ExpressionEvaluator`."""
+
+    def __init__(self, clock: Clock):
+        super().__init__()
+        self.clock = clock
+        self.evaluator = ExpressionEvaluator(clock.now)
+
+    def validate(self, expression: str) -> None:
+        check_expression(expression)
+
+    def evaluate(self, task, expression, external_context=None):
+        variables = dict(task.data)
+        if external_context:
+            variables.update(external_context)
+        try:
+            return self.evaluator.evaluate(expression, variables)
+        except ExpressionError as exc:
+            raise WorkflowTaskException(str(exc), task=task) from None
+
+    def execute(self, task, script, external_context=None):
+        try:
+            self.evaluator.execute(script, task.data)
+        except ExpressionError as exc:
+            raise WorkflowTaskException(str(exc), task=task) from None
+        return True
+
+    def call_service(self, task, **kwargs):  # pragma: no cover - HandlerTask never calls it
+        raise WorkflowTaskException("service tasks are dispatched by the gridflow engine", task=task)

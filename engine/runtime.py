@@ -1,0 +1,268 @@
+"""The SpiffWorkflow adapter: create, advance, complete, fire timers, deliver messages.
+
+This module knows SpiffWorkflow and nothing about the database. The engine facade loads a
+workflow, calls one operation here, then asks for the projections (ready user tasks, waiting
+timers, message subscriptions, variables) that it writes in the same transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import CycleTimerEventDefinition, TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask as UserTaskMixin
+from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.util.task import TaskState
+
+from handlers.registry import HandlerContext, HandlerSpec
+
+from .bpmn import HandlerTask, SafeScriptEngine
+from .clock import Clock
+from .serializer import StateSerializer
+
+MAX_STEPS_PER_COMMAND = 10_000
+
+
+class StepFailed(Exception):
+    """A handler or an expression failed while advancing; the workflow stays at the failing task."""
+
+    def __init__(self, message: str, task_id: str | None, bpmn_id: str | None):
+        super().__init__(message)
+        self.task_id = task_id
+        self.bpmn_id = bpmn_id
+
+
+@dataclass
+class SpecBundle:
+    """An immutable, cached parse of one deployed definition and the processes it calls."""
+
+    definition_id: int
+    key: str
+    content_hash: str
+    spec: Any
+    subprocess_specs: dict
+    meta: dict[str, dict[str, dict[str, Any]]]  # process key -> element id -> info
+
+    def info(self, task) -> dict[str, Any]:
+        """Engine metadata (lane, groups, form, topic …) of a task, looked up in its own process."""
+        workflow = task.workflow
+        while workflow is not None:
+            process = self.meta.get(workflow.spec.name)
+            if process is not None and task.task_spec.bpmn_id in process:
+                return process[task.task_spec.bpmn_id]
+            workflow = getattr(workflow, "parent_workflow", None)
+        for process in self.meta.values():
+            if task.task_spec.bpmn_id in process:
+                return process[task.task_spec.bpmn_id]
+        return {}
+
+
+@dataclass
+class StepRecord:
+    """Something that happened while advancing, for the history."""
+
+    type: str
+    task_id: str | None = None
+    bpmn_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TimerView:
+    task_id: str
+    bpmn_id: str
+    due_at: datetime
+
+
+@dataclass
+class SubscriptionView:
+    task_id: str
+    bpmn_id: str
+    message_name: str
+    correlation: str
+
+
+def correlation_string(values: dict[str, Any]) -> str:
+    """Canonical form of correlation keys, compared for equality in SQL."""
+    return "&".join(f"{key}={values[key]}" for key in sorted(values))
+
+
+class Runtime:
+    """Operations on SpiffWorkflow workflows, with handlers dispatched by topic."""
+
+    def __init__(self, clock: Clock, handlers: dict[str, HandlerSpec]):
+        self.clock = clock
+        self.handlers = handlers
+        self.script_engine = SafeScriptEngine(clock)
+        self.serializer = StateSerializer()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def create(self, bundle: SpecBundle, data: dict[str, Any]) -> BpmnWorkflow:
+        workflow = BpmnWorkflow(bundle.spec, bundle.subprocess_specs, script_engine=self.script_engine)
+        workflow.task_tree.data.update(copy.deepcopy(data))
+        return workflow
+
+    def load(self, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
+        return self.serializer.loads(state_json, bundle.spec, bundle.subprocess_specs, self.script_engine)
+
+    def dump(self, workflow: BpmnWorkflow) -> str:
+        return self.serializer.dumps(workflow)
+
+    # -- advancing -----------------------------------------------------------------------
+    def advance(self, workflow: BpmnWorkflow, bundle: SpecBundle, instance_id: str,
+                business_key: str | None, records: list[StepRecord]) -> None:
+        """Run engine steps and synchronous handlers until only waits remain.
+
+        Appends what happened to ``records``. Raises StepFailed at the first failing handler or
+        expression; the workflow is left consistent at that task (it stays READY).
+        """
+        for _ in range(MAX_STEPS_PER_COMMAND):
+            try:
+                workflow.refresh_waiting_tasks()
+                workflow.do_engine_steps()
+            except SpiffWorkflowException as exc:
+                task = getattr(exc, "task", None)
+                raise StepFailed(_spiff_message(exc), str(task.id) if task else None,
+                                 task.task_spec.bpmn_id if task else None) from None
+            runnable = [t for t in self.ready_handler_tasks(workflow)
+                        if not self._is_async(t, bundle)]
+            if not runnable:
+                return
+            for task in runnable:
+                self.run_handler(task, bundle, instance_id, business_key, records)
+        raise StepFailed(f"more than {MAX_STEPS_PER_COMMAND} steps in one command (a loop without a wait?)",
+                         None, None)
+
+    def run_handler(self, task, bundle: SpecBundle, instance_id: str, business_key: str | None,
+                    records: list[StepRecord]) -> None:
+        """Call the handler of one READY handler task and complete the task with its result."""
+        info = bundle.info(task)
+        topic = info.get("topic")
+        bpmn_id = task.task_spec.bpmn_id
+        spec = self.handlers.get(topic)
+        if spec is None:
+            raise StepFailed(f"no handler registered for topic '{topic}' (task {bpmn_id})", str(task.id), bpmn_id)
+        context = HandlerContext(instance_id=instance_id, business_key=business_key, task_id=str(task.id),
+                                 bpmn_id=bpmn_id, topic=topic, now=self.clock.now(),
+                                 idempotency_key=f"{instance_id}:{task.id}")
+        try:
+            result = spec.function(copy.deepcopy(dict(task.data)), context)
+        except Exception as exc:
+            raise StepFailed(f"handler '{topic}' failed at task {bpmn_id}: {type(exc).__name__}: {exc}",
+                             str(task.id), bpmn_id) from exc
+        if result is not None and not isinstance(result, dict):
+            raise StepFailed(f"handler '{topic}' returned {type(result).__name__}; it must return a dict or None",
+                             str(task.id), bpmn_id)
+        task.data.update(copy.deepcopy(result or {}))
+        task.run()
+        records.append(StepRecord("handler_completed", str(task.id), bpmn_id,
+                                  {"topic": topic, "result": result or {}}))
+        for message in context.outbox:
+            records.append(StepRecord("outbox", str(task.id), bpmn_id, message))
+
+    def _is_async(self, task, bundle: SpecBundle) -> bool:
+        info = bundle.info(task)
+        spec = self.handlers.get(info.get("topic"))
+        return bool(info.get("async") or (spec is not None and spec.asynchronous))
+
+    # -- commands ------------------------------------------------------------------------
+    def complete_user_task(self, workflow: BpmnWorkflow, task_id: str, data: dict[str, Any]) -> Any:
+        """Merge form data into a READY user task and complete it. Returns the task."""
+        task = self.find_task(workflow, task_id)
+        task.data.update(copy.deepcopy(data))
+        task.run()
+        return task
+
+    def fire_due_timers(self, workflow: BpmnWorkflow) -> None:
+        """Let timers whose instant has passed (by the engine clock) fire on the next advance."""
+        workflow.refresh_waiting_tasks()
+
+    def deliver_message(self, workflow: BpmnWorkflow, task_id: str, message_name: str,
+                        data: dict[str, Any]) -> None:
+        task = self.find_task(workflow, task_id)
+        definition = _message_definition(task.task_spec)
+        if definition is None or definition.name != message_name:
+            raise ValueError(f"task {task.task_spec.bpmn_id} does not wait for message '{message_name}'")
+        payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
+        workflow.catch(BpmnEvent(definition, payload=payload))
+
+    @staticmethod
+    def find_task(workflow: BpmnWorkflow, task_id: str):
+        try:
+            return workflow.get_task_from_id(UUID(task_id))
+        except Exception:
+            return None
+
+    # -- projections ---------------------------------------------------------------------
+    @staticmethod
+    def ready_user_tasks(workflow: BpmnWorkflow) -> list:
+        return [t for t in workflow.get_tasks(state=TaskState.READY)
+                if isinstance(t.task_spec, UserTaskMixin)]
+
+    @staticmethod
+    def ready_handler_tasks(workflow: BpmnWorkflow) -> list:
+        return [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, HandlerTask)]
+
+    def waiting_timers(self, workflow: BpmnWorkflow) -> list[TimerView]:
+        timers = []
+        for task in workflow.get_tasks(state=TaskState.WAITING):
+            definition = getattr(task.task_spec, "event_definition", None)
+            if not isinstance(definition, TimerEventDefinition):
+                continue
+            value = task._get_internal_data("event_value")
+            if value is None:
+                continue
+            if isinstance(definition, CycleTimerEventDefinition):
+                if value.get("cycles") == 0:
+                    continue
+                value = value["next"]
+            timers.append(TimerView(str(task.id), task.task_spec.bpmn_id, datetime.fromisoformat(value)))
+        return timers
+
+    def subscriptions(self, workflow: BpmnWorkflow, bundle: SpecBundle) -> list[SubscriptionView]:
+        views = []
+        for task in workflow.get_tasks(state=TaskState.WAITING):
+            definition = _message_definition(task.task_spec)
+            if definition is None:
+                continue
+            keys = bundle.info(task).get("correlation_keys") or []
+            values = {key: task.data.get(key) for key in keys}
+            views.append(SubscriptionView(str(task.id), task.task_spec.bpmn_id, definition.name,
+                                          correlation_string(values)))
+        return views
+
+    @staticmethod
+    def status(workflow: BpmnWorkflow) -> str:
+        return "completed" if workflow.is_completed() else "running"
+
+    @staticmethod
+    def variables(workflow: BpmnWorkflow) -> dict[str, Any]:
+        """The instance's current variables: the latest data along every live path.
+
+        For a finished instance, the data of the last completed task.
+        """
+        if workflow.is_completed():
+            return dict(workflow.last_task.data) if workflow.last_task is not None else dict(workflow.data)
+        merged: dict[str, Any] = {}
+        live = workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
+        for task in sorted(live, key=lambda t: t.last_state_change):
+            merged.update(task.data)
+        return merged
+
+
+def _message_definition(task_spec) -> MessageEventDefinition | None:
+    definition = getattr(task_spec, "event_definition", None)
+    return definition if isinstance(definition, MessageEventDefinition) else None
+
+
+def _spiff_message(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    task = getattr(exc, "task", None)
+    where = f" at {task.task_spec.bpmn_id}" if task is not None and task.task_spec.bpmn_id else ""
+    return f"{text}{where}"

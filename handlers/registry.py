@@ -1,0 +1,90 @@
+"""The handler registry: topic name -> Python callable, plus discovery of handler modules."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+BUILTIN_MODULES: tuple[str, ...] = ()
+
+
+@dataclass
+class HandlerContext:
+    """What a handler may know besides the variables.
+
+    ``idempotency_key`` is the same for every attempt at the same task (instance id + task id),
+    so an integrator can make a side effect exactly-once. ``now`` is the engine clock's aware
+    instant. ``emit`` records an outbox message (notice, SMS) in the instance history.
+    """
+
+    instance_id: str
+    business_key: str | None
+    task_id: str
+    bpmn_id: str
+    topic: str
+    now: datetime
+    idempotency_key: str
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(self, channel: str, recipient: str, text: str, **extra: Any) -> None:
+        """Queue a message for the outbox; it is written to history with the step's transaction."""
+        self.outbox.append({"channel": channel, "to": recipient, "text": text, **extra})
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    topic: str
+    function: Callable[[dict[str, Any], HandlerContext], dict[str, Any] | None]
+    asynchronous: bool = False
+    retry_cycle: str = "R3/PT1M"
+
+
+_REGISTRY: dict[str, HandlerSpec] = {}
+_loaded = False
+
+
+def handler(topic: str, *, asynchronous: bool = False, retry_cycle: str = "R3/PT1M"):
+    """Register the decorated function as the handler of ``topic``."""
+
+    def register(function):
+        existing = _REGISTRY.get(topic)
+        if existing is not None and existing.function is not function:
+            where = f"{existing.function.__module__}.{existing.function.__qualname__}"
+            raise ValueError(f"handler topic '{topic}' is already registered by {where}")
+        _REGISTRY[topic] = HandlerSpec(topic, function, asynchronous, retry_cycle)
+        return function
+
+    return register
+
+
+def load_handlers() -> dict[str, HandlerSpec]:
+    """Import the built-in handler modules, ``GRIDFLOW_HANDLERS`` and ``gridflow.handlers`` entry points.
+
+    Idempotent; a module that fails to import raises ImportError naming it.
+    """
+    global _loaded
+    if not _loaded:
+        modules = list(BUILTIN_MODULES)
+        modules += [m.strip() for m in os.environ.get("GRIDFLOW_HANDLERS", "").split(",") if m.strip()]
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:
+                raise ImportError(f"cannot import handler module '{module}': {exc}") from exc
+        for entry in entry_points(group="gridflow.handlers"):
+            try:
+                entry.load()
+            except Exception as exc:
+                raise ImportError(f"cannot load handler entry point '{entry.name}' ({entry.value}): {exc}") from exc
+        _loaded = True
+    return _REGISTRY
+
+
+def registered_topics() -> dict[str, HandlerSpec]:
+    """The registry after loading every handler module."""
+    return load_handlers()
