@@ -176,7 +176,8 @@ class Engine:
         inspection = self.lint(paths)
         if inspection.errors:
             first = inspection.errors[0]
-            more = f" (+{len(inspection.errors) - 1} more)" if len(inspection.errors) > 1 else ""
+            more = (f" (+{len(inspection.errors) - 1} more; 'gridflow lint' lists them)"
+                    if len(inspection.errors) > 1 else "")
             raise DefinitionError(f"{first}{more}", inspection.issues)
         now = self.clock.now()
         result: list[Definition] = []
@@ -256,13 +257,17 @@ class Engine:
             row = self._latest(session, key)
             return self._start(session, row, data, business_key, user, [])
 
-    def _start(self, session, row: DefinitionRow, data, business_key, user, extra: list[StepRecord]) -> Instance:
+    def _start(self, session, row: DefinitionRow, data, business_key, user, extra: list[StepRecord],
+               message: str | None = None) -> Instance:
         bundle = self._bundle(session, row.id)
         now = self.clock.now()
         instance = InstanceRow(id=str(uuid.uuid4()), definition_id=row.id, business_key=business_key,
-                               status="running", state_json="", variables={}, started_at=now, started_by=user)
+                               status="starting", state_json="", variables={}, started_at=now, started_by=user)
         session.add(instance)
+        session.flush()
         workflow = self.runtime.create(bundle, data)
+        if message is not None:
+            self.runtime.start_by_message(workflow, message, data)
         records = [StepRecord("instance_started", data={"key": row.key, "version": row.version,
                                                          "business_key": business_key,
                                                          "variables": data}), *extra]
@@ -289,8 +294,9 @@ class Engine:
             self._get_instance(session, instance_id)
             rows = session.scalars(select(EventRow).where(EventRow.instance_id == instance_id)
                                    .order_by(EventRow.id))
+            restore = self.runtime.serializer.restore_data
             return [HistoryEvent(r.id, r.instance_id, r.at, r.type, r.actor, r.task_id, r.bpmn_id,
-                                 r.data or {}) for r in rows]
+                                 restore(r.data or {})) for r in rows]
 
     # -- work items ------------------------------------------------------------------------
     def tasks(self, instance_id: str | None = None, group: str | None = None, user: str | None = None,
@@ -398,7 +404,8 @@ class Engine:
                                    "and no deployed process starts with it")
                 record = StepRecord("message_received", data={"message": message_name,
                                                               "correlation": correlation, "data": data})
-                return self._start(session, start, {**correlation, **data}, business_key, user, [record])
+                return self._start(session, start, {**correlation, **data}, business_key, user, [record],
+                                   message=message_name)
             match = matches[0]
             instance = self._lock_instance(session, match.instance_id)
             bundle = self._bundle(session, instance.definition_id)
@@ -456,8 +463,9 @@ class Engine:
                                   {"due_at": t.due_at.isoformat(),
                                    "late_seconds": round((now - t.due_at).total_seconds(), 3)})
                        for t in sorted(due.values(), key=lambda t: t.due_at)]
+            fired = len(records)
             self._advance_and_save(session, instance, bundle, workflow, records, None)
-            return len(records)
+            return fired
 
     # -- persistence of one step -------------------------------------------------------------
     def _advance_and_save(self, session: Session, instance: InstanceRow, bundle: SpecBundle, workflow,
@@ -512,6 +520,7 @@ class Engine:
             else:
                 row.state, row.completed_at = "cancelled", now
             session.execute(delete(WorkItemGroupRow).where(WorkItemGroupRow.work_item_id == task_id))
+        groups_of: dict[str, list[str]] = {}
         for task_id, task in ready.items():
             if task_id in open_rows:
                 continue
@@ -524,6 +533,9 @@ class Engine:
                               form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
                               state="open", created_at=now)
             session.add(row)
+            groups_of[task_id] = groups
+        session.flush()
+        for task_id, groups in groups_of.items():
             for group in groups:
                 session.add(WorkItemGroupRow(work_item_id=task_id, group_name=group))
 

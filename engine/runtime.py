@@ -124,7 +124,7 @@ class Runtime:
         """
         for _ in range(MAX_STEPS_PER_COMMAND):
             try:
-                workflow.refresh_waiting_tasks()
+                workflow.refresh_timers()
                 workflow.do_engine_steps()
             except SpiffWorkflowException as exc:
                 task = getattr(exc, "task", None)
@@ -160,6 +160,7 @@ class Runtime:
             raise StepFailed(f"handler '{topic}' returned {type(result).__name__}; it must return a dict or None",
                              str(task.id), bpmn_id)
         task.data.update(copy.deepcopy(result or {}))
+        share_with_live_tasks(task, result or {})
         task.run()
         records.append(StepRecord("handler_completed", str(task.id), bpmn_id,
                                   {"topic": topic, "result": result or {}}))
@@ -176,12 +177,13 @@ class Runtime:
         """Merge form data into a READY user task and complete it. Returns the task."""
         task = self.find_task(workflow, task_id)
         task.data.update(copy.deepcopy(data))
+        share_with_live_tasks(task, data)
         task.run()
         return task
 
     def fire_due_timers(self, workflow: BpmnWorkflow) -> None:
         """Let timers whose instant has passed (by the engine clock) fire on the next advance."""
-        workflow.refresh_waiting_tasks()
+        workflow.refresh_timers()
 
     def deliver_message(self, workflow: BpmnWorkflow, task_id: str, message_name: str,
                         data: dict[str, Any]) -> None:
@@ -191,6 +193,16 @@ class Runtime:
             raise ValueError(f"task {task.task_spec.bpmn_id} does not wait for message '{message_name}'")
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
         workflow.catch(BpmnEvent(definition, payload=payload))
+
+    def start_by_message(self, workflow: BpmnWorkflow, message_name: str, data: dict[str, Any]) -> None:
+        """Trigger the message start event of a freshly created workflow."""
+        workflow.do_engine_steps()
+        for task in workflow.get_tasks(state=TaskState.WAITING):
+            definition = _message_definition(task.task_spec)
+            if definition is not None and definition.name == message_name:
+                self.deliver_message(workflow, str(task.id), message_name, data)
+                return
+        raise ValueError(f"process {workflow.spec.name} has no start event for message '{message_name}'")
 
     @staticmethod
     def find_task(workflow: BpmnWorkflow, task_id: str):
@@ -254,6 +266,23 @@ class Runtime:
         for task in sorted(live, key=lambda t: t.last_state_change):
             merged.update(task.data)
         return merged
+
+
+_LIVE = TaskState.READY | TaskState.WAITING | TaskState.STARTED
+
+
+def share_with_live_tasks(source, changes: dict[str, Any]) -> None:
+    """Give variables written by one task to every other live task of the same process scope.
+
+    SpiffWorkflow keeps data per path; process owners expect Camunda's instance-wide variables
+    (a reminder branch sets ``overdue`` that the main path reads later). Each live task gets
+    its own deep copy, so no two tasks share a nested list or dict.
+    """
+    if not changes:
+        return
+    for task in source.workflow.tasks.values():
+        if task is not source and task.state & _LIVE:
+            task.data.update(copy.deepcopy(changes))
 
 
 def _message_definition(task_spec) -> MessageEventDefinition | None:

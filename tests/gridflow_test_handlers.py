@@ -1,0 +1,40 @@
+"""Handlers used by the engine tests (registered through GRIDFLOW_HANDLERS or plain import)."""
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+from handlers import handler
+
+
+@handler("test.computeDue")
+def compute_due(variables, ctx):
+    """Due two days after now, reminder one day after now (both aware datetimes)."""
+    return {"dueAt": ctx.now + timedelta(days=2), "remindAt": ctx.now + timedelta(days=1),
+            "computedBy": ctx.idempotency_key}
+
+
+@handler("test.remind")
+def remind(variables, ctx):
+    ctx.emit("sms", variables.get("contactPhone", "13800000000"), "您的工单即将超时，请尽快处理。")
+    return {"reminders": variables.get("reminders", 0) + 1}
+
+
+@handler("test.typedValues")
+def typed_values(variables, ctx):
+    return {"feeYuan": Decimal("1234.56"), "billDate": date(2026, 2, 14), "computedAt": ctx.now,
+            "items": [{"code": "A", "qty": 1}]}
+
+
+@handler("test.mutateNested")
+def mutate_nested(variables, ctx):
+    items = variables["items"]
+    items.append({"code": "B", "qty": 2})
+    items[0]["qty"] = 99
+    return {"items": items}
+
+
+@handler("test.failWhenAsked")
+def fail_when_asked(variables, ctx):
+    if variables.get("fail"):
+        raise RuntimeError("billing system unreachable")
+    return {"checked": True}

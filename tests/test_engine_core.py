@@ -1,0 +1,253 @@
+"""Engine API behaviour on both stores: deploy/versions, tasks, forms, timers, messages, history."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from conftest import BPMN, SHANGHAI
+
+from engine.errors import Conflict, DefinitionError, InvalidInput, NotAllowed, NotFound
+
+
+def deploy(engine, *names):
+    return engine.deploy([BPMN / n for n in names], user="admin")
+
+
+# -- definitions -----------------------------------------------------------------------------
+def test_redeploy_identical_keeps_version_and_changed_content_gets_next(engine, tmp_path):
+    first = deploy(engine, "sla_review.bpmn")[0]
+    assert (first.key, first.version) == ("sla_review", 1)
+    again = deploy(engine, "sla_review.bpmn")[0]
+    assert (again.version, again.content_hash) == (1, first.content_hash)
+
+    running = engine.start("sla_review", {"amount": 10})
+    changed = tmp_path / "sla_review.bpmn"
+    changed.write_text((BPMN / "sla_review.bpmn").read_text().replace('name="审核"', 'name="审核(新)"'))
+    second = engine.deploy([changed])[0]
+    assert second.version == 2 and second.content_hash != first.content_hash
+
+    assert engine.instance(running.id).definition_version == 1  # running instance keeps its version
+    assert engine.instance(running.id).ready_tasks[0].name == "审核"
+    newer = engine.start("sla_review", {"amount": 10})
+    assert newer.definition_version == 2 and newer.ready_tasks[0].name == "审核(新)"
+
+
+def test_call_activity_across_files_runs_child_tasks(engine):
+    deploy(engine, "child_revisit.bpmn", "parent_calls_child.bpmn")
+    instance = engine.start("parent_case", {"workOrderNo": "WO1"})
+    [task] = instance.ready_tasks
+    assert (task.bpmn_id, task.lane, task.candidate_groups) == ("callCustomer", "revisitAgent", ["revisitAgent"])
+    after = engine.complete(task.id, {"satisfaction": "不满意"}, user="wang")
+    assert [t.bpmn_id for t in after.ready_tasks] == ["reopen"]
+
+
+def test_call_activity_to_undeployed_process_is_rejected(engine):
+    with pytest.raises(DefinitionError, match="child_revisit"):
+        deploy(engine, "parent_calls_child.bpmn")
+    assert engine.definitions() == []
+
+
+# -- running ---------------------------------------------------------------------------------
+def test_user_task_work_item_has_lane_groups_form_and_due(engine, clock):
+    deploy(engine, "sla_review.bpmn")
+    instance = engine.start("sla_review", {"amount": 150}, business_key="WO2026001", user="agent1")
+    [item] = engine.tasks(instance_id=instance.id)
+    assert item.lane == "agent" and item.candidate_groups == ["agent"]
+    assert item.form_key == "testReview" and item.business_key == "WO2026001"
+    assert item.due_at == clock.now() + timedelta(days=2)
+    assert engine.tasks(group="agent")[0].id == item.id
+    assert engine.tasks(group="manager") == []
+
+
+def test_gateway_condition_routes_and_history_records_who_and_what(engine):
+    deploy(engine, "sla_review.bpmn")
+    instance = engine.start("sla_review", {"amount": 150}, user="agent1")
+    task = instance.ready_tasks[0]
+    done = engine.complete(task.id, {"approved": True, "amount": 150}, user="lisi")
+    assert done.status == "completed"
+    events = engine.history(instance.id)
+    types = [e.type for e in events]
+    assert types[0] == "instance_started" and types[-1] == "instance_completed"
+    completion = next(e for e in events if e.type == "task_completed")
+    assert completion.actor == "lisi" and completion.data["data"] == {"approved": True, "amount": 150}
+    handler = next(e for e in events if e.type == "handler_completed")
+    assert handler.bpmn_id == "computeDue" and handler.data["topic"] == "test.computeDue"
+
+
+def test_form_validation_failure_changes_nothing(engine):
+    deploy(engine, "sla_review.bpmn")
+    instance = engine.start("sla_review", {"amount": 150})
+    task = instance.ready_tasks[0]
+    before = engine.history(instance.id)
+    with pytest.raises(InvalidInput, match="contactPhone 联系电话"):
+        engine.complete(task.id, {"approved": True, "amount": 1, "contactPhone": "12345"})
+    with pytest.raises(InvalidInput, match="'approved' is a required property"):
+        engine.complete(task.id, {"amount": 1})
+    assert engine.history(instance.id) == before
+    assert engine.tasks(instance_id=instance.id)[0].state == "open"
+
+
+def test_completing_twice_or_unknown_task_is_refused(engine):
+    deploy(engine, "sla_review.bpmn")
+    instance = engine.start("sla_review", {"amount": 150})
+    task = instance.ready_tasks[0]
+    engine.complete(task.id, {"approved": False, "amount": 5}, user="a")
+    with pytest.raises(Conflict, match="already completed by a"):
+        engine.complete(task.id, {"approved": False, "amount": 5}, user="b")
+    with pytest.raises(NotFound, match="no task 'nope'"):
+        engine.complete("nope", {})
+    assert [e.type for e in engine.history(instance.id)].count("task_completed") == 1
+
+
+def test_claimed_task_cannot_be_completed_by_someone_else(engine):
+    deploy(engine, "sla_review.bpmn")
+    task = engine.start("sla_review", {"amount": 1}).ready_tasks[0]
+    engine.claim(task.id, "zhang")
+    with pytest.raises(NotAllowed, match="already claimed by zhang"):
+        engine.claim(task.id, "li")
+    with pytest.raises(NotAllowed, match="assigned to zhang"):
+        engine.complete(task.id, {"approved": True, "amount": 1}, user="li")
+    assert engine.complete(task.id, {"approved": True, "amount": 1}, user="zhang").status == "completed"
+
+
+# -- timers ------------------------------------------------------------------------------------
+def test_timers_fire_on_run_due_with_lateness_recorded(engine, clock):
+    deploy(engine, "sla_review.bpmn")
+    instance = engine.start("sla_review", {"amount": 1})
+    timers = {t.bpmn_id: t.due_at for t in engine.instance(instance.id).timers}
+    assert timers["t1Remind"] == clock.now() + timedelta(days=1)
+    assert timers["t4Takeaway"] == clock.now() + timedelta(days=5)
+
+    assert engine.run_due() == 0
+    clock.advance(timedelta(days=1, hours=3))
+    assert engine.run_due() == 1
+    assert engine.run_due() == 0  # fires once
+    fired = [e for e in engine.history(instance.id) if e.type == "timer_fired"]
+    assert [(e.bpmn_id, e.data["late_seconds"]) for e in fired] == [("t1Remind", 3 * 3600)]
+    outbox = [e for e in engine.history(instance.id) if e.type == "outbox"]
+    assert outbox[0].data["text"].startswith("您的工单即将超时")
+    assert engine.instance(instance.id).variables["reminders"] == 1
+    assert engine.instance(instance.id).ready_tasks[0].bpmn_id == "review"  # non-interrupting
+
+
+def test_interrupting_timer_cancels_the_work_item(engine, clock):
+    deploy(engine, "sla_review.bpmn")
+    instance = engine.start("sla_review", {"amount": 1})
+    task_id = instance.ready_tasks[0].id
+    fired = engine.run_due(now=clock.now() + timedelta(days=6))
+    assert fired == 2  # T1 and the take-away timer, in due order
+    state = engine.instance(instance.id)
+    assert state.status == "completed" and state.ready_tasks == []
+    assert engine.tasks(instance_id=instance.id, include_closed=True)[0].state == "cancelled"
+    with pytest.raises(NotAllowed, match="cancelled"):
+        engine.complete(task_id, {"approved": True, "amount": 1})
+    order = [e.bpmn_id for e in engine.history(instance.id) if e.type == "timer_fired"]
+    assert order == ["t1Remind", "t4Takeaway"]
+
+
+def test_cycle_timer_missed_for_hours_fires_once_and_reschedules(engine, clock):
+    deploy(engine, "cycle_check.bpmn")
+    instance = engine.start("cycle_check")
+    [timer] = engine.instance(instance.id).timers
+    assert timer.due_at == clock.now() + timedelta(hours=1)
+    clock.advance(timedelta(hours=2, minutes=30))
+    assert engine.run_due() == 1
+    [timer] = engine.instance(instance.id).timers
+    assert timer.due_at == clock.now() - timedelta(minutes=30) + timedelta(hours=1)
+    assert engine.instance(instance.id).variables.get("reminders") == 1
+
+
+# -- messages ----------------------------------------------------------------------------------
+def test_message_correlates_on_declared_keys(engine):
+    deploy(engine, "follow_up.bpmn")
+    one = engine.start("follow_up", {"workOrderNo": "WO-1", "severity": "GENERAL", "followUpCount": 0})
+    two = engine.start("follow_up", {"workOrderNo": "WO-2", "severity": "URGENT", "followUpCount": 0})
+    for instance in (one, two):
+        engine.complete(instance.ready_tasks[0].id, {}, user="agent1")
+    with pytest.raises(NotFound, match="WO-9"):
+        engine.correlate("msgFollowUp", {"workOrderNo": "WO-9"})
+    result = engine.correlate("msgFollowUp", {"workOrderNo": "WO-2"}, {"note": "客户再次来电"})
+    assert result.id == two.id and result.status == "completed"
+    assert result.variables["note"] == "客户再次来电" and result.variables["followUpCount"] == 1
+    assert result.variables["severity"] == "URGENT"  # max('URGENT', 'MAJOR') by string order
+    assert engine.instance(one.id).status == "running"
+
+
+def test_message_matching_several_instances_is_an_error(engine):
+    deploy(engine, "follow_up.bpmn")
+    for _ in range(2):
+        instance = engine.start("follow_up", {"workOrderNo": "SAME", "severity": "GENERAL", "followUpCount": 0})
+        engine.complete(instance.ready_tasks[0].id, {})
+    with pytest.raises(Conflict, match="matches 2 instances"):
+        engine.correlate("msgFollowUp", {"workOrderNo": "SAME"})
+
+
+def test_message_start_event_starts_a_new_instance(engine):
+    deploy(engine, "follow_up.bpmn")
+    started = engine.correlate("msgOpenCase", {"business_key": "WO-77"}, {"sourceOrderNo": "WO-76"})
+    assert started.business_key == "WO-77"
+    assert started.variables["sourceOrderNo"] == "WO-76"
+    assert [t.bpmn_id for t in started.ready_tasks] == ["handleOpened"]
+
+
+# -- data --------------------------------------------------------------------------------------
+def test_typed_values_survive_persist_and_nested_data_is_not_shared(engine):
+    deploy(engine, "handler_chain.bpmn")
+    instance = engine.start("handler_chain", {"fail": False})
+    variables = engine.instance(instance.id).variables
+    assert variables["feeYuan"] == Decimal("1234.56") and isinstance(variables["feeYuan"], Decimal)
+    assert variables["billDate"] == date(2026, 2, 14) and type(variables["billDate"]) is date
+    assert variables["computedAt"] == datetime(2026, 12, 1, 9, 0, tzinfo=SHANGHAI)
+    assert variables["computedAt"].utcoffset() == timedelta(hours=8)
+    assert variables["items"] == [{"code": "A", "qty": 99}, {"code": "B", "qty": 2}]
+    recorded = next(e for e in engine.history(instance.id)
+                    if e.type == "handler_completed" and e.bpmn_id == "computeFee")
+    assert recorded.data["result"]["items"] == [{"code": "A", "qty": 1}]  # earlier record unchanged
+
+
+def test_handler_exception_is_a_clear_instance_error(engine):
+    deploy(engine, "handler_chain.bpmn")
+    instance = engine.start("handler_chain", {"fail": True})
+    assert instance.status == "error"
+    assert instance.error == ("handler 'test.failWhenAsked' failed at task mayFail: "
+                              "RuntimeError: billing system unreachable")
+    assert "NameError" not in instance.error
+    assert instance.ready_tasks == []
+
+
+def test_start_of_unknown_process_and_bad_data(engine):
+    with pytest.raises(NotFound, match="no process 'nope' is deployed"):
+        engine.start("nope")
+    deploy(engine, "sla_review.bpmn")
+    with pytest.raises(InvalidInput, match="start data must be a JSON object"):
+        engine.start("sla_review", ["not", "a", "dict"])
+
+
+def test_clock_must_be_aware():
+    from engine.clock import FixedClock
+
+    with pytest.raises(ValueError, match="no time zone"):
+        FixedClock(datetime(2026, 1, 1))
+    assert FixedClock(datetime(2026, 1, 1, tzinfo=timezone.utc)).now().tzinfo is timezone.utc
+
+
+def test_work_queue_query_does_not_need_instance_state(engine):
+    """tasks() reads the work-item table only: corrupting instance state does not affect it."""
+    deploy(engine, "sla_review.bpmn")
+    instance = engine.start("sla_review", {"amount": 1})
+    from sqlalchemy import update
+
+    from engine.store import InstanceRow
+
+    with engine.store.write() as session:
+        session.execute(update(InstanceRow).where(InstanceRow.id == instance.id).values(state_json="garbage"))
+    assert [t.bpmn_id for t in engine.tasks()] == ["review"]
+
+
+def test_corpus_copy_is_untouched(tmp_path):
+    # guard for the tests below that copy fixtures: the fixture directory itself stays clean
+    shutil.copy(BPMN / "sla_review.bpmn", tmp_path)
+    assert (tmp_path / "sla_review.bpmn").read_bytes() == (BPMN / "sla_review.bpmn").read_bytes()
