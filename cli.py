@@ -8,7 +8,6 @@ completion stay fast. Errors are one line on stderr with exit code 1 (user error
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from functools import wraps

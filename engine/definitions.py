@@ -39,7 +39,8 @@ PASSIVE = {
     "inputSet", "outputSet", "dataInputRefs", "dataOutputRefs", "script", "multiInstanceLoopCharacteristics",
     "loopCardinality", "completionCondition", "standardLoopCharacteristics", "loopCondition",
     "transformation", "assignment", "inputSetRefs", "outputSetRefs", "optionalInputRefs", "optionalOutputRefs",
-    "whileExecutingInputRefs", "whileExecutingOutputRefs", "dataState", "lane", "from", "to", "resourceAssignmentExpression", "formalExpression",
+    "whileExecutingInputRefs", "whileExecutingOutputRefs", "dataState", "from", "to",
+    "resourceAssignmentExpression", "formalExpression",
 }
 IGNORED_WITH_WARNING = {"potentialOwner", "performer", "humanPerformer", "resourceRef"}
 EVENT_DEFINITIONS = {

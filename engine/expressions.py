@@ -58,12 +58,12 @@ def _check_tree(tree: ast.AST, source: str) -> None:
             raise ExpressionError(f"'{source}': attribute '{node.attr}' is not allowed")
         if isinstance(node, ast.Constant) and isinstance(node.value, bytes):
             raise ExpressionError(f"'{source}': bytes literals are not allowed")
-        if isinstance(node, ast.Call):
-            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTION_NAMES:
-                called = ast.unparse(node.func)
-                raise ExpressionError(
-                    f"'{source}': calling '{called}' is not allowed; allowed functions: "
-                    + ", ".join(sorted(FUNCTION_NAMES)) + " (anything else belongs in a handler)")
+        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name)
+                                           or node.func.id not in FUNCTION_NAMES):
+            called = ast.unparse(node.func)
+            raise ExpressionError(
+                f"'{source}': calling '{called}' is not allowed; allowed functions: "
+                + ", ".join(sorted(FUNCTION_NAMES)) + " (anything else belongs in a handler)")
 
 
 @lru_cache(maxsize=4096)
@@ -129,7 +129,7 @@ def _attribute_on_dicts_only(evaluator: simpleeval.SimpleEval, node: ast.Attribu
 
 
 class _Evaluator(simpleeval.EvalWithCompoundTypes):
-    def _eval_attribute(self, node: ast.Attribute) -> Any:  # noqa: D401 - simpleeval hook
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
         return _attribute_on_dicts_only(self, node)
 
 

@@ -22,7 +22,6 @@ from SpiffWorkflow.camunda.serializer.event_definition import MessageEventDefini
 from .bpmn import GridflowMessageEventDefinition, SafeScriptEngine
 
 
-
 class StateOnlyWorkflowConverter(BpmnWorkflowConverter):
     """Writes tasks, data and pending events; restores onto specs supplied by the caller."""
 

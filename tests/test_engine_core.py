@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -231,7 +231,7 @@ def test_clock_must_be_aware():
 
     with pytest.raises(ValueError, match="no time zone"):
         FixedClock(datetime(2026, 1, 1))
-    assert FixedClock(datetime(2026, 1, 1, tzinfo=timezone.utc)).now().tzinfo is timezone.utc
+    assert FixedClock(datetime(2026, 1, 1, tzinfo=UTC)).now().tzinfo is UTC
 
 
 def test_work_queue_query_does_not_need_instance_state(engine):
