@@ -150,7 +150,9 @@ class Runtime:
             raise StepFailed(f"no handler registered for topic '{topic}' (task {bpmn_id})", str(task.id), bpmn_id)
         context = HandlerContext(instance_id=instance_id, business_key=business_key, task_id=str(task.id),
                                  bpmn_id=bpmn_id, topic=topic, now=self.clock.now(),
-                                 idempotency_key=f"{instance_id}:{task.id}")
+                                 idempotency_key=f"{instance_id}:{task.id}",
+                                 properties=dict(info.get("properties") or {}),
+                                 evaluate=self.script_engine.evaluator.evaluate)
         try:
             result = spec.function(copy.deepcopy(dict(task.data)), context)
         except Exception as exc:

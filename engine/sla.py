@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -154,7 +154,9 @@ def load_holiday_file(path: Path) -> dict[int, SupplementYear]:
             raise HolidayFileError(f"{where}: {key} must be an object")
         unknown = set(entry) - allowed
         if unknown:
-            raise HolidayFileError(f"{where}: {key}: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise HolidayFileError(
+                f"{where}: {key}: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+            )
         lists: dict[str, frozenset[date]] = {}
         for field in ("holidays", "workdays"):
             items = entry.get(field, [])
@@ -178,7 +180,8 @@ def load_holiday_file(path: Path) -> dict[int, SupplementYear]:
             lists[field] = frozenset(days)
         both = lists["holidays"] & lists["workdays"]
         if both:
-            raise HolidayFileError(f"{where}: {key}: {sorted(d.isoformat() for d in both)} listed as holiday and workday")
+            listed = sorted(d.isoformat() for d in both)
+            raise HolidayFileError(f"{where}: {key}: {listed} listed both as holiday and as workday")
         provisional = entry.get("provisional", False)
         if not isinstance(provisional, bool):
             raise HolidayFileError(f"{where}: {key}.provisional must be true or false")
@@ -221,7 +224,10 @@ class BusinessCalendar:
     """
 
     def __init__(
-        self, supplement: Mapping[int, SupplementYear] | None = None, *, data_file: str = "handlers/data/holidays.json"
+        self,
+        supplement: Mapping[int, SupplementYear] | None = None,
+        *,
+        data_file: str = "handlers/data/holidays.json",
     ) -> None:
         self._data_file = data_file
         lib_years = _library_years()
@@ -239,7 +245,7 @@ class BusinessCalendar:
 
     @classmethod
     def from_file(cls, path: Path | str | None = None) -> BusinessCalendar:
-        """Calendar from ``chinese_calendar`` plus the holiday file (default ``handlers/data/holidays.json``)."""
+        """Calendar from ``chinese_calendar`` plus a holiday file (default: handlers/data/holidays.json)."""
         file = Path(path) if path is not None else DEFAULT_HOLIDAYS_PATH
         return cls(load_holiday_file(file), data_file=_display_path(file))
 
@@ -266,7 +272,7 @@ class BusinessCalendar:
     # -- days ----------------------------------------------------------------------------------------
 
     def is_workday(self, d: date) -> bool:
-        """True if the calendar date ``d`` is a working day (an aware datetime is taken at its Shanghai date)."""
+        """True if the date ``d`` is a working day (an aware datetime is taken at its Shanghai date)."""
         if isinstance(d, datetime):
             d = _local(d, "d").date()
         entry = self._supplement.get(d.year)
@@ -309,7 +315,7 @@ class BusinessCalendar:
         return _end_of(day)
 
     def subtract_working_days(self, instant: datetime, n: int) -> datetime:
-        """The same Shanghai wall-clock time on the n-th working day before ``instant``'s date (T1 = due − lead).
+        """The same Shanghai wall-clock time, n working days before ``instant``'s date (T1 = due − lead).
 
         ``n=0`` returns ``instant`` unchanged (in Asia/Shanghai).
         """
@@ -388,10 +394,10 @@ class IsoDuration:
     seconds: int = 0
 
     def __str__(self) -> str:
-        date_part = "".join(
-            f"{v}{u}" for v, u in ((self.years, "Y"), (self.months, "M"), (self.weeks, "W"), (self.days, "D")) if v
-        )
-        time_part = "".join(f"{v}{u}" for v, u in ((self.hours, "H"), (self.minutes, "M"), (self.seconds, "S")) if v)
+        dated = ((self.years, "Y"), (self.months, "M"), (self.weeks, "W"), (self.days, "D"))
+        timed = ((self.hours, "H"), (self.minutes, "M"), (self.seconds, "S"))
+        date_part = "".join(f"{v}{u}" for v, u in dated if v)
+        time_part = "".join(f"{v}{u}" for v, u in timed if v)
         if not date_part and not time_part:
             return "PT0S"
         return "P" + date_part + (f"T{time_part}" if time_part else "")
@@ -402,7 +408,7 @@ class IsoDuration:
         return bool(self.years or self.months)
 
     def to_timedelta(self) -> timedelta:
-        """Exact length; a day is 24 h (Asia/Shanghai has no daylight saving). Years/months raise ValueError."""
+        """Exact length; a day is 24 h (Asia/Shanghai has no DST). Years or months raise ValueError."""
         if self.has_calendar_part:
             raise ValueError(f"{self} has years or months and no fixed length")
         return timedelta(
@@ -478,8 +484,8 @@ def _fraction_of(start: datetime, due: datetime, fraction: float) -> datetime:
     return (start.astimezone(UTC) + timedelta(seconds=int(span * fraction))).astimezone(SHANGHAI)
 
 
-def _fractions(start: datetime, due: datetime, fractions: tuple[float, float]) -> tuple[datetime, datetime]:
-    first, second = fractions
+def _fractions(start: datetime, due: datetime, fractions: Sequence[float]) -> tuple[datetime, datetime]:
+    first, second = float(fractions[0]), float(fractions[1])  # Decimal from the policy file is fine
     if first >= second:
         raise ValueError(f"reminder fractions must increase, got {fractions}")
     return _fraction_of(start, due, first), _fraction_of(start, due, second)
@@ -491,7 +497,7 @@ def working_day_sla(
     lead_days: int,
     ceiling_days: int | None = None,
     calendar: BusinessCalendar | None = None,
-    fractions: tuple[float, float] = _DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = _DEFAULT_FRACTIONS,
 ) -> SlaInstants:
     """Instants of a working-day SLA whose clock starts at ``start`` (aware) (§9.1, §9.3).
 
@@ -510,10 +516,8 @@ def working_day_sla(
     remind_80 = None
     if remind <= start:
         remind, remind_80 = _fractions(start, due, fractions)
-    if ceiling_days is not None:
-        cap = cal.add_working_days(start, ceiling_days)
-    else:
-        cap = cal.add_working_days(due, 1)
+    # T3: the regulatory ceiling counted from the start, else one working day after the due date.
+    cap = cal.add_working_days(*((start, ceiling_days) if ceiling_days is not None else (due, 1)))
     return SlaInstants(remind, due, cap, remind_80, cap_is_ceiling=ceiling_days is not None)
 
 
@@ -521,7 +525,7 @@ def wall_clock_sla(
     start: datetime,
     duration_text: str,
     ceiling_text: str | None = None,
-    fractions: tuple[float, float] = _DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = _DEFAULT_FRACTIONS,
 ) -> SlaInstants:
     """Instants of a wall-clock (24×7) SLA whose clock starts at ``start`` (aware) (§9.1, §9.3).
 

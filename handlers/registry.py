@@ -17,6 +17,8 @@ BUILTIN_MODULES: tuple[str, ...] = ()
 class HandlerContext:
     """What a handler may know besides the variables.
 
+    ``properties`` are the task's ``camunda:property`` entries (read them with :meth:`param`).
+
     ``idempotency_key`` is the same for every attempt at the same task (instance id + task id),
     so an integrator can make a side effect exactly-once. ``now`` is the engine clock's aware
     instant. ``emit`` records an outbox message (notice, SMS) in the instance history.
@@ -29,7 +31,19 @@ class HandlerContext:
     topic: str
     now: datetime
     idempotency_key: str
+    properties: dict[str, str] = field(default_factory=dict)
+    evaluate: Callable[[str, dict[str, Any]], Any] | None = None
     outbox: list[dict[str, Any]] = field(default_factory=list)
+
+    def param(self, name: str, variables: dict[str, Any], default: Any = None) -> Any:
+        """A ``camunda:property`` of the task; a ``${expression}`` value is evaluated safely over ``variables``."""
+        raw = self.properties.get(name)
+        if raw is None:
+            return default
+        text = raw.strip()
+        if text.startswith("${") and text.endswith("}") and self.evaluate is not None:
+            return self.evaluate(text, variables)
+        return raw
 
     def emit(self, channel: str, recipient: str, text: str, **extra: Any) -> None:
         """Queue a message for the outbox; it is written to history with the step's transaction."""
