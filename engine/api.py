@@ -481,6 +481,9 @@ class Engine:
                                     message=str(failure), created_at=now))
             records.append(StepRecord("instance_error", failure.task_id, failure.bpmn_id,
                                       {"message": str(failure)}))
+        outgoing = self.runtime.thrown_messages(workflow)
+        for name, payload in outgoing:
+            records.append(StepRecord("message_sent", data={"message": name, "data": payload}))
         if instance.status == "completed":
             instance.ended_at = now
             records.append(StepRecord("instance_completed"))
@@ -507,6 +510,45 @@ class Engine:
             session.flush()
         except StaleDataError:
             raise Conflict(f"instance {instance.id} was changed by another command; try again") from None
+        for name, payload in outgoing:
+            self._route_thrown_message(session, instance, name, payload)
+
+    def _route_thrown_message(self, session: Session, source: InstanceRow, name: str, payload: Any) -> None:
+        """Deliver a message thrown by one instance, in the same transaction.
+
+        A waiting catch whose correlation keys all equal the payload's values gets it; otherwise a
+        process whose start event catches it is started with the payload as its variables.
+        Undeliverable or ambiguous messages are recorded on the source instance.
+        """
+        data = payload if isinstance(payload, dict) else {"payload": payload}
+        candidates = session.scalars(select(SubscriptionRow).join(InstanceRow).where(
+            SubscriptionRow.message_name == name, InstanceRow.status == "running",
+            SubscriptionRow.instance_id != source.id)).all()
+        matches = [c for c in candidates if _correlation_matches(c.correlation, data)]
+        now = self.clock.now()
+        if len({m.instance_id for m in matches}) > 1:
+            session.add(EventRow(instance_id=source.id, at=now, type="message_undelivered",
+                                 data={"message": name, "reason": f"matches {len(matches)} instances"}))
+            return
+        if matches:
+            match = matches[0]
+            target = self._lock_instance(session, match.instance_id)
+            bundle = self._bundle(session, target.definition_id)
+            workflow = self.runtime.load(bundle, target.state_json)
+            self.runtime.deliver_message(workflow, match.id, name, data)
+            records = [StepRecord("message_received", match.id, match.bpmn_id,
+                                  {"message": name, "from_instance": source.id})]
+            self._advance_and_save(session, target, bundle, workflow, records, None)
+            return
+        start = self._message_start_definition(session, name)
+        if start is None:
+            session.add(EventRow(instance_id=source.id, at=now, type="message_undelivered",
+                                 data={"message": name, "reason": "no waiting instance and no process starts with it"}))
+            return
+        business_key = data.get("workOrderNo") or data.get("applicationNo")
+        record = StepRecord("message_received", data={"message": name, "from_instance": source.id})
+        self._start(session, start, data, str(business_key) if business_key else None, None, [record],
+                    message=name)
 
     def _project_work_items(self, session, instance, bundle, workflow, now, completed, variables) -> None:
         open_rows = {row.id: row for row in session.scalars(
@@ -656,6 +698,16 @@ def _dependency_order(batch: dict[str, ProcessSource]) -> list[ProcessSource]:
     for key in batch:
         visit(key, ())
     return ordered
+
+
+def _correlation_matches(correlation: str, data: dict[str, Any]) -> bool:
+    if not correlation:
+        return True
+    for pair in correlation.split("&"):
+        key, _, value = pair.partition("=")
+        if str(data.get(key)) != value:
+            return False
+    return True
 
 
 def _definition(row: DefinitionRow) -> Definition:

@@ -14,10 +14,12 @@ This module closes the SpiffWorkflow 3.2.0 traps listed in the architecture guid
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import datetime, timedelta
 from typing import Any
 
+from SpiffWorkflow.bpmn import BpmnEvent
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.parser.BpmnParser import full_tag
 from SpiffWorkflow.bpmn.parser.event_parsers import ReceiveTaskParser
@@ -55,11 +57,22 @@ from .expressions import ExpressionError, ExpressionEvaluator, check_expression,
 _ISO_LITERAL = re.compile(r"^(R\d*/.*|P[0-9TWYMDHS.,]+|\d{4}-\d{2}-\d{2}(T[0-9:.]+)?(Z|[+-]\d{2}:?\d{2})?)$")
 
 
+_TEMPLATE_PART = re.compile(r"\$\{([^}]*)\}")
+
+
 def timer_expression(text: str) -> str:
-    """Normalize a timer body to an expression: ``PT2H`` -> ``'PT2H'``, ``${due}`` -> ``due``."""
+    """Normalize a timer body to an expression.
+
+    ``PT2H`` -> ``'PT2H'``; ``${due}`` -> ``due``; ``R/${updateEvery}`` -> ``'R/' + str(updateEvery)``.
+    """
     body = (text or "").strip()
-    if _ISO_LITERAL.match(body):
+    if _ISO_LITERAL.match(body) and "${" not in body:
         return repr(body)
+    parts = _TEMPLATE_PART.split(body)
+    if len(parts) > 3 or (len(parts) == 3 and (parts[0] or parts[2])):
+        pieces = [repr(part) if index % 2 == 0 else f"str({part.strip()})"
+                  for index, part in enumerate(parts) if part or index % 2]
+        return " + ".join(pieces)
     return unwrap(body)
 
 
@@ -174,7 +187,18 @@ def _parse_cycle(text: str, now: datetime, where: str) -> dict:
 
 
 class GridflowMessageEventDefinition(MessageEventDefinition):
-    """A message whose dict payload is merged into the catching task's variables."""
+    """A message whose dict payload is merged into the catching task's variables.
+
+    A throw without ``camunda:expression`` sends a copy of the throwing task's variables.
+    """
+
+    def throw(self, my_task) -> None:
+        if self.expression:
+            payload = my_task.workflow.script_engine.evaluate(my_task, self.expression)
+        else:
+            payload = copy.deepcopy(dict(my_task.data))
+        event = BpmnEvent(self, payload={"payload": payload, "result_var": self.result_var})
+        my_task.workflow.top_workflow.catch(event)
 
     def update_task_data(self, my_task) -> None:
         event_data = my_task.internal_data.get(self.name) or {}

@@ -252,6 +252,17 @@ class Runtime:
         return views
 
     @staticmethod
+    def thrown_messages(workflow: BpmnWorkflow) -> list[tuple[str, Any]]:
+        """Messages thrown by the workflow that it did not catch itself (name, payload); clears the outbox."""
+        messages = []
+        for event in workflow.get_events():
+            definition = event.event_definition
+            if isinstance(definition, MessageEventDefinition):
+                payload = event.payload.get("payload") if isinstance(event.payload, dict) else event.payload
+                messages.append((definition.name, copy.deepcopy(payload)))
+        return messages
+
+    @staticmethod
     def status(workflow: BpmnWorkflow) -> str:
         return "completed" if workflow.is_completed() else "running"
 

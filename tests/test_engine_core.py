@@ -251,3 +251,19 @@ def test_corpus_copy_is_untouched(tmp_path):
     # guard for the tests below that copy fixtures: the fixture directory itself stays clean
     shutil.copy(BPMN / "sla_review.bpmn", tmp_path)
     assert (tmp_path / "sla_review.bpmn").read_bytes() == (BPMN / "sla_review.bpmn").read_bytes()
+
+
+def test_thrown_message_starts_another_process_and_reaches_a_waiting_case(engine):
+    deploy(engine, "follow_up.bpmn", "throw_to_other.bpmn")
+    waiting = engine.start("follow_up", {"workOrderNo": "WO-5", "severity": "GENERAL", "followUpCount": 0})
+    engine.complete(waiting.ready_tasks[0].id, {})
+    revisit = engine.start("revisit_turns_complaint", {"workOrderNo": "WO-5", "sourceOrderNo": "WO-5"})
+    done = engine.complete(revisit.ready_tasks[0].id, {"comment": "客户要求投诉"}, user="hui")
+    assert done.status == "completed"
+    sent = [e.data["message"] for e in engine.history(revisit.id) if e.type == "message_sent"]
+    assert sent == ["msgOpenCase", "msgFollowUp"]
+    opened = engine.instances(key="opened_by_message")
+    assert len(opened) == 1 and opened[0].business_key == "WO-5"
+    assert opened[0].variables["comment"] == "客户要求投诉"
+    assert [t.bpmn_id for t in opened[0].ready_tasks] == ["handleOpened"]
+    assert engine.instance(waiting.id).status == "completed"  # its msgFollowUp catch got the message
