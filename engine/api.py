@@ -15,23 +15,19 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from SpiffWorkflow.util.task import TaskState
-from sqlalchemy import delete, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from handlers.registry import HandlerSpec, load_handlers
-
-from .bpmn import GridflowParser
+from . import identity, worklist
 from .clock import Clock, SystemClock, require_aware
-from .definitions import ProcessSource, inspect_files, parse_xml
 from .errors import Conflict, DefinitionError, GridflowError, InvalidInput, NotAllowed, NotFound
 from .expressions import ExpressionError
 from .forms import FormRegistry
-from .runtime import Runtime, SpecBundle, StepFailed, StepRecord, correlation_string
+from .identity import Refused, User
 from .store import (
     DefinitionRow,
     EventRow,
@@ -40,12 +36,26 @@ from .store import (
     Store,
     SubscriptionRow,
     TimerRow,
+    UserRow,
     WorkItemGroupRow,
     WorkItemRow,
 )
 
+if TYPE_CHECKING:  # SpiffWorkflow, lxml and handler modules are imported where first needed: fast start-up
+    from handlers.registry import HandlerSpec
+
+    from .definitions import ProcessSource
+    from .runtime import Runtime, SpecBundle, StepRecord
+
 DEFAULT_URL = "sqlite:///gridflow.db"
 SPEC_CACHE_SIZE = 64
+# history events whose actor is the user of the command that caused them
+_ACTOR_EVENTS = frozenset({"instance_started", "task_completed", "message_received", "signal_received",
+                           "incident_retried", "incident_resolved"})
+
+
+def _ignore(_action: str, **_fields: Any) -> None:
+    """The default ``report`` callback of worker-side methods (the worker passes its logger)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,17 @@ class Instance:
     error: str | None
     started_at: datetime
     ended_at: datetime | None
+    incidents: list[Any] = field(default_factory=list)  # open engine.jobs.Incident: failed steps and jobs
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """``Engine.task_view``: a work item, its form's JSON Schema (None without one) and the case variables."""
+
+    task: WorkItem
+    form_schema: dict[str, Any] | None
+    variables: dict[str, Any]
+    instance_status: str
 
 
 @dataclass(frozen=True)
@@ -128,15 +149,36 @@ class Engine:
 
     def __init__(self, url: str = DEFAULT_URL, clock: Clock | None = None,
                  handlers: dict[str, HandlerSpec] | None = None, forms: FormRegistry | None = None,
-                 auto_migrate: bool = True):
+                 auto_migrate: bool = True, identities: bool | None = None):
+        """``identities``: ``True`` checks every named acting user (the CLI), ``False`` never does,
+        ``None`` (default) checks them once the database has users (``gridflow db init``). A call
+        with ``user=None`` is a system call and is never checked."""
         self.clock = _EngineClock(clock or SystemClock())
         self.store = Store(url)
-        self.handlers = handlers if handlers is not None else load_handlers()
-        self.runtime = Runtime(self.clock, self.handlers)
+        self._handlers = handlers
+        self._runtime: Runtime | None = None
+        self.identities = identities
         self.forms = forms or FormRegistry()
         self._specs: OrderedDict[int, SpecBundle] = OrderedDict()
         if auto_migrate:
             self._ensure_schema()
+
+    @property
+    def handlers(self) -> dict[str, HandlerSpec]:
+        if self._handlers is None:
+            from handlers.registry import load_handlers
+
+            self._handlers = load_handlers()
+        return self._handlers
+
+    @property
+    def runtime(self) -> Runtime:
+        """The SpiffWorkflow adapter, created (and SpiffWorkflow imported) on first use."""
+        if self._runtime is None:
+            from .runtime import Runtime
+
+            self._runtime = Runtime(self.clock, self.handlers)
+        return self._runtime
 
     @classmethod
     def from_env(cls, clock: Clock | None = None, **kwargs: Any) -> Engine:
@@ -163,16 +205,21 @@ class Engine:
     # -- definitions -----------------------------------------------------------------------
     def lint(self, paths: Iterable[str | Path]):
         """Check files as deploy would; returns the Inspection (issues, processes). Writes nothing."""
+        from .definitions import inspect_files
+
         with self.store.read() as session:
             deployed = set(session.scalars(select(DefinitionRow.key).distinct()))
-        return inspect_files(list(paths), known_topics=set(self.handlers), external_processes=deployed)
+        return inspect_files(list(paths), known_topics=set(self.handlers), external_processes=deployed,
+                             form_exists=self.forms.exists)
 
     def deploy(self, paths: Iterable[str | Path], user: str | None = None) -> list[Definition]:
         """Deploy BPMN files atomically: all processes of all files, or none.
 
         Identical content returns the existing version; changed content gets version + 1.
-        Raises DefinitionError listing every problem (file, line, element id).
+        Raises DefinitionError listing every problem (file, line, element id). With identities,
+        ``user`` must be in the ``admin`` group.
         """
+        self._checked(user, "deploy")
         inspection = self.lint(paths)
         if inspection.errors:
             first = inspection.errors[0]
@@ -181,7 +228,8 @@ class Engine:
             raise DefinitionError(f"{first}{more}", inspection.issues)
         now = self.clock.now()
         result: list[Definition] = []
-        with self.store.write() as session:
+        with self._command() as session:
+            self.store.serialize_deploys(session)
             batch = {p.key: p for p in inspection.processes}
             rows: dict[str, DefinitionRow] = {}
             for source in _dependency_order(batch):
@@ -205,6 +253,9 @@ class Engine:
                                          data={"key": row.key, "version": row.version, "hash": content_hash}))
                 rows[source.key] = row
                 result.append(_definition(row))
+            from . import schedules
+
+            schedules.sync(self, session, now)  # timer start events of the latest versions
         return result
 
     def definitions(self) -> list[Definition]:
@@ -234,6 +285,10 @@ class Engine:
                 continue
             rows[row.key] = row
             pending.extend(session.get(DefinitionRow, i) for i in row.calls.values())
+        from .bpmn import GridflowParser
+        from .definitions import parse_xml
+        from .runtime import SpecBundle
+
         parser = GridflowParser()
         seen: set[bytes] = set()
         for row in rows.values():
@@ -254,13 +309,20 @@ class Engine:
         """Start the latest version of ``key`` and run it to its first waits (one transaction)."""
         data = _require_object(data, "start data")
         with self._command() as session:
+            self._acting(session, user, "start")
             row = self._latest(session, key)
             return self._start(session, row, data, business_key, user, [])
 
     def _start(self, session, row: DefinitionRow, data, business_key, user, extra: list[StepRecord],
-               message: str | None = None) -> Instance:
+               message: str | None = None, prepare=None) -> Instance:
+        from .runtime import StepRecord
+
         bundle = self._bundle(session, row.id)
         now = self.clock.now()
+        if business_key is None:  # the case number, when the start data carries one
+            business_key = next((str(data[k]) for k in ("workOrderNo", "applicationNo") if data.get(k)), None)
+        if business_key is not None and len(str(business_key)) > 200:
+            raise InvalidInput(f"business key is {len(str(business_key))} characters long; at most 200 are allowed")
         instance = InstanceRow(id=str(uuid.uuid4()), definition_id=row.id, business_key=business_key,
                                status="starting", state_json="", variables={}, started_at=now, started_by=user)
         session.add(instance)
@@ -268,6 +330,8 @@ class Engine:
         workflow = self.runtime.create(bundle, data)
         if message is not None:
             self.runtime.start_by_message(workflow, message, data)
+        if prepare is not None:  # e.g. fire a timer start event (engine.schedules)
+            prepare(workflow)
         records = [StepRecord("instance_started", data={"key": row.key, "version": row.version,
                                                          "business_key": business_key,
                                                          "variables": data}), *extra]
@@ -300,22 +364,28 @@ class Engine:
 
     # -- work items ------------------------------------------------------------------------
     def tasks(self, instance_id: str | None = None, group: str | None = None, user: str | None = None,
-              include_closed: bool = False, limit: int | None = None) -> list[WorkItem]:
-        """Open work items (a query on the work-item table; no instance is loaded), by due time."""
-        with self.store.read() as session:
-            query = select(WorkItemRow, InstanceRow.business_key).join(InstanceRow)
-            if not include_closed:
-                query = query.where(WorkItemRow.state == "open")
-            if instance_id:
-                query = query.where(WorkItemRow.instance_id == instance_id)
-            if group:
-                query = query.join(WorkItemGroupRow).where(WorkItemGroupRow.group_name == group)
-            if user:
-                query = query.where(WorkItemRow.assignee == user)
-            query = query.order_by(WorkItemRow.due_at.is_(None), WorkItemRow.due_at, WorkItemRow.created_at)
-            if limit:
-                query = query.limit(limit)
-            return [_work_item(row, business_key) for row, business_key in session.execute(query)]
+              include_closed: bool = False, limit: int | None = None, *, for_user: str | None = None,
+              overdue: bool = False, flow: str | None = None) -> list[WorkItem]:
+        """Open work items, earliest due first (a query on the work-item tables; no instance is loaded).
+
+        ``group``: offered to this candidate group. ``user``: assigned to this user. ``for_user``:
+        that user's queue, i.e. tasks assigned to them and unclaimed tasks offered to one of their
+        groups (members of ``supervisor``/``dutySupervisor`` also see those someone else holds);
+        with identities the user must exist. ``overdue``: due before now. ``flow``: process key.
+        """
+        viewer: User | None = None
+        if for_user is not None:
+            viewer = self._checked(for_user, "tasks")
+            if viewer is None:  # identities off: use the directory when it knows the user
+                with self.store.read() as session:
+                    viewer = identity.load_user(session, for_user) or User(for_user, [])
+        query = worklist.queue_query(
+            instance_id=instance_id, group=group, assignee=user, include_closed=include_closed,
+            viewer_name=viewer.name if viewer else None, viewer_groups=viewer.groups if viewer else None,
+            see_claimed=bool(viewer and viewer.is_supervisor),
+            overdue_at=self.clock.now() if overdue else None, flow=flow, limit=limit)
+        with self.store.sql.connect() as connection:  # Core rows: no ORM identity map for 10,000 rows
+            return [_queue_item(row._mapping) for row in connection.execute(query)]
 
     def task(self, task_id: str) -> WorkItem:
         with self.store.read() as session:
@@ -326,45 +396,227 @@ class Engine:
         return self.forms.schema(self.task(task_id).form_key)
 
     def claim(self, task_id: str, user: str) -> WorkItem:
-        """Assign an open task to ``user``; refused when someone else holds it."""
+        """Assign an open task to ``user`` (the acting user); claiming one's own task again is a no-op.
+
+        Refused when someone else holds it and, with identities, when the task is not offered to
+        one of the user's groups.
+        """
         with self._command() as session:
             row = self._get_work_item(session, task_id, lock=True)
+            acting = self._acting(session, user, "claim", row)
             if row.state != "open":
                 raise NotAllowed(f"task {task_id} is {row.state}; only open tasks can be claimed")
             if row.assignee and row.assignee != user:
-                raise NotAllowed(f"task {task_id} is already claimed by {row.assignee}")
-            now = self.clock.now()
-            row.assignee, row.claimed_by, row.claimed_at = user, user, now
-            session.add(EventRow(instance_id=row.instance_id, at=now, type="task_claimed", actor=user,
-                                 task_id=row.id, bpmn_id=row.bpmn_id, data={}))
-            return _work_item(row, None)
+                raise Refused(f"task {task_id} ({row.name}) is already claimed by {row.assignee}; a supervisor "
+                              f"can reassign it with 'gridflow reassign {task_id[:8]} --to {user}'", action="claim",
+                              actor=user, instance_id=row.instance_id, task_id=row.id, bpmn_id=row.bpmn_id)
+            if acting is not None:
+                identity.check_task(acting, identity.TaskRef.of(row), "claim")
+            if row.assignee != user:
+                now = self.clock.now()
+                row.assignee, row.claimed_by, row.claimed_at = user, user, now
+                session.add(EventRow(instance_id=row.instance_id, at=now, type="task_claimed", actor=user,
+                                     task_id=row.id, bpmn_id=row.bpmn_id, data={}))
+            return self._item_view(session, row)
+
+    def unclaim(self, task_id: str, user: str | None) -> WorkItem:
+        """Give a claimed task back to its candidate groups: by its assignee, or (identities) a supervisor."""
+        with self._command() as session:
+            row = self._get_work_item(session, task_id, lock=True)
+            acting = self._acting(session, user, "unclaim", row)
+            if row.state != "open":
+                raise NotAllowed(f"task {task_id} is {row.state}; only open tasks can be unclaimed")
+            if not row.assignee:
+                raise NotAllowed(f"task {task_id} ({row.name}) is not claimed by anyone")
+            if acting is not None:
+                identity.check_unclaim(acting, identity.TaskRef.of(row))
+            elif user is not None and row.assignee != user:
+                raise Refused(f"task {task_id} ({row.name}) is assigned to {row.assignee}, not {user}",
+                              action="unclaim", actor=user, instance_id=row.instance_id, task_id=row.id,
+                              bpmn_id=row.bpmn_id)
+            previous, now = row.assignee, self.clock.now()
+            row.assignee, row.claimed_by, row.claimed_at = None, None, None
+            session.add(EventRow(instance_id=row.instance_id, at=now, type="task_unclaimed", actor=user,
+                                 task_id=row.id, bpmn_id=row.bpmn_id, data={"previous_assignee": previous}))
+            return self._item_view(session, row)
+
+    def reassign(self, task_id: str, to: str, user: str | None) -> WorkItem:
+        """Assign an open task to ``to``, whoever holds it; with identities, ``user`` must be a supervisor
+        (``supervisor`` or ``dutySupervisor``) and ``to`` an existing user."""
+        with self._command() as session:
+            row = self._get_work_item(session, task_id, lock=True)
+            acting = self._acting(session, user, "reassign", row)
+            if row.state != "open":
+                raise NotAllowed(f"task {task_id} is {row.state}; only open tasks can be reassigned")
+            if acting is not None and identity.load_user(session, to) is None:
+                raise NotFound(f"no user '{to}' (see 'gridflow user list')")
+            previous, now = row.assignee, self.clock.now()
+            row.assignee, row.claimed_by, row.claimed_at = to, user or to, now
+            session.add(EventRow(instance_id=row.instance_id, at=now, type="task_reassigned", actor=user,
+                                 task_id=row.id, bpmn_id=row.bpmn_id,
+                                 data={"from": previous, "to": to}))
+            return self._item_view(session, row)
+
+    def task_view(self, task_id: str) -> TaskView:
+        """A task with what its operator needs: the form's JSON Schema and the case variables."""
+        with self.store.read() as session:
+            row = self._get_work_item(session, task_id)
+            instance = session.get(InstanceRow, row.instance_id)
+            variables = self.runtime.serializer.restore_data(instance.variables or {})
+            return TaskView(_work_item(row, instance.business_key), self.forms.schema(row.form_key), variables,
+                            instance.status)
+
+    def check_task_action(self, task_id: str, user: str | None, action: str = "complete") -> None:
+        """Raise now the refusal ``claim``/``complete`` would give ``user`` (recorded), changing nothing:
+        lets the CLI refuse before an operator spends time filling in a form."""
+        try:
+            with self.store.read() as session:
+                row = self._get_work_item(session, task_id)
+                acting = self._acting(session, user, action, row)
+                if row.state != "open":
+                    raise NotAllowed(f"task {task_id} ({row.name}) is {row.state}; only open tasks can be worked on")
+                if acting is not None:
+                    identity.check_task(acting, identity.TaskRef.of(row), action)
+                elif user and row.assignee and row.assignee != user:
+                    raise Refused(f"task {task_id} ({row.name}) is assigned to {row.assignee}, not {user}",
+                                  action=action, actor=user, instance_id=row.instance_id, task_id=row.id,
+                                  bpmn_id=row.bpmn_id)
+        except Refused as refused:
+            self._record_refusal(refused)
+            raise
+
+    # -- ids by unique prefix (like git) ------------------------------------------------------
+    def resolve_task_id(self, prefix: str) -> str:
+        """The full id of the one task whose id starts with ``prefix``; NotFound, or InvalidInput listing
+        the candidates when several match."""
+        with self.store.read() as session:
+            return worklist.pick_one(prefix, worklist.task_candidates(session, prefix), "task")
+
+    def resolve_instance_id(self, prefix: str) -> str:
+        with self.store.read() as session:
+            return worklist.pick_one(prefix, worklist.instance_candidates(session, prefix), "instance")
+
+    def resolve_id(self, prefix: str) -> tuple[str, str]:
+        """``("task", id)`` or ``("instance", id)`` for a prefix of either kind of id."""
+        with self.store.read() as session:
+            tasks = worklist.task_candidates(session, prefix)
+            instances = worklist.instance_candidates(session, prefix)
+        full = worklist.pick_one(prefix, tasks + instances, "task or instance")
+        return ("task" if any(i == full for i, _ in tasks) else "instance"), full
+
+    # -- identities --------------------------------------------------------------------------
+    def init_db(self, admin: str, groups: Iterable[str] = (), display_name: str | None = None) -> User:
+        """Create the first user, a member of ``admin`` (``gridflow db init``); refused when users exist."""
+        with self._command() as session:
+            if not self.store.is_sqlite:  # two concurrent inits must not both see an empty directory
+                session.execute(text("LOCK TABLE app_user IN SHARE ROW EXCLUSIVE MODE"))
+            count = session.scalar(select(func.count()).select_from(UserRow))
+            if count:
+                raise Refused(f"this database already has {count} user(s); db init only creates the first admin "
+                              "(an admin adds users with 'gridflow user add')", action="db init", actor=admin)
+            return identity.add_user(session, admin, {identity.ADMIN_GROUP, *groups}, display_name,
+                                     self.clock.now(), actor=admin)
+
+    def add_user(self, name: str, groups: Iterable[str] = (), display_name: str | None = None,
+                 user: str | None = None) -> User:
+        """Add a user with its groups (roles = the lanes' candidate groups); ``user`` must be an admin."""
+        with self._command() as session:
+            self._acting(session, user, "user")
+            return identity.add_user(session, name, groups, display_name, self.clock.now(), actor=user)
+
+    def change_user_groups(self, name: str, add: Iterable[str] = (), remove: Iterable[str] = (),
+                           user: str | None = None) -> User:
+        """Add and remove group memberships of ``name``; ``user`` must be an admin."""
+        with self._command() as session:
+            self._acting(session, user, "user")
+            return identity.change_groups(session, name, add, remove, self.clock.now(), actor=user)
+
+    def users(self) -> list[User]:
+        with self.store.read() as session:
+            return identity.list_users(session)
+
+    def user(self, name: str) -> User:
+        with self.store.read() as session:
+            found = identity.load_user(session, name)
+        if found is None:
+            raise NotFound(f"no user '{name}'")
+        return found
+
+    def identities_active(self) -> bool:
+        """Whether named acting users are checked: always (``identities=True``), never (``False``), or,
+        by default, once the database has a user (setup mode before ``gridflow db init``)."""
+        if self.identities is not None:
+            return self.identities
+        with self.store.read() as session:
+            return identity.has_users(session)
+
+    def authorize(self, user: str | None, action: str) -> User | None:
+        """Check that ``user`` may do ``action`` (known user; the groups ``engine.identity.ACTION_GROUPS``
+        requires). Returns the user, or None when identities do not apply; a refusal is recorded.
+
+        For task actions (claim, unclaim, complete, reassign) only the user is checked here: their
+        rules need the task, and the command itself applies them (recorded on the case)."""
+        return self._checked(user, action, groups=action not in identity.TASK_ACTIONS)
+
+    def events(self, instance_id: str | None = None, type: str | None = None, actor: str | None = None,
+               limit: int | None = 200, user: str | None = None) -> list[HistoryEvent]:
+        """History across cases (deploys, user changes, refusals, …), oldest first; the newest ``limit``.
+
+        With identities, ``user`` must be an admin or a supervisor.
+        """
+        self._checked(user, "audit")
+        with self.store.read() as session:
+            query = select(EventRow)
+            if instance_id:
+                query = query.where(EventRow.instance_id == instance_id)
+            if type:
+                query = query.where(EventRow.type == type)
+            if actor:
+                query = query.where(EventRow.actor == actor)
+            rows = list(session.scalars(query.order_by(EventRow.id.desc()).limit(limit)))
+            restore = self.runtime.serializer.restore_data
+            return [HistoryEvent(r.id, r.instance_id, r.at, r.type, r.actor, r.task_id, r.bpmn_id,
+                                 restore(r.data or {})) for r in reversed(rows)]
 
     def complete(self, task_id: str, data: dict[str, Any] | None = None, user: str | None = None) -> Instance:
         """Complete a READY user task with form data, then run the instance to its next waits.
 
         The data is validated against the task's form schema first; any refusal changes nothing.
         """
+        from SpiffWorkflow.util.task import TaskState
+
+        from .runtime import StepRecord
+
         data = _require_object(data, "form data")
         with self._command() as session:
             item = self._get_work_item(session, task_id)
             instance = self._lock_instance(session, item.instance_id)
             session.refresh(item)
+            acting = self._acting(session, user, "complete", item)
             if item.state == "completed":
                 raise Conflict(f"task {task_id} ({item.name}) was already completed by "
                                f"{item.completed_by or 'someone'} at {item.completed_at.isoformat()}")
             if item.state != "open":
                 raise NotAllowed(f"task {task_id} ({item.name}) is {item.state}; it can no longer be completed")
-            if user and item.assignee and item.assignee != user:
-                raise NotAllowed(f"task {task_id} is assigned to {item.assignee}, not {user}")
+            if acting is not None:
+                identity.check_task(acting, identity.TaskRef.of(item), "complete")
+            elif user and item.assignee and item.assignee != user:
+                raise Refused(f"task {task_id} ({item.name}) is assigned to {item.assignee}, not {user}",
+                              action="complete", actor=user, instance_id=item.instance_id, task_id=item.id,
+                              bpmn_id=item.bpmn_id)
             if instance.status != "running":
                 raise NotAllowed(f"instance {instance.id} is {instance.status}; its tasks cannot be completed")
-            self.forms.validate(item.form_key, data, f"task {task_id} ({item.name})")
             bundle = self._bundle(session, instance.definition_id)
             workflow = self.runtime.load(bundle, instance.state_json)
             task = self.runtime.find_task(workflow, task_id)
             if task is None or task.state != TaskState.READY:
                 raise Conflict(f"task {task_id} ({item.name}) is not ready in instance {instance.id}")
-            self.runtime.complete_user_task(workflow, task_id, data)
+            self.forms.validate(item.form_key, data, f"task {task_id} ({item.name})", variables=task.data)
+            data = self.forms.without_read_only(item.form_key, data)
+            from . import sla_clocks
+
+            ledger = sla_clocks.ledger_update(self, bundle, task, item.created_at, self.clock.now())  # §9.2
+            self.runtime.complete_user_task(workflow, task_id, {**data, **ledger})
             records = [StepRecord("task_completed", task_id, item.bpmn_id, {"name": item.name, "data": data})]
             self._advance_and_save(session, instance, bundle, workflow, records, user,
                                    completed={task_id: user})
@@ -372,49 +624,101 @@ class Engine:
 
     # -- events ----------------------------------------------------------------------------
     def correlate(self, message_name: str, correlation: dict[str, Any] | None = None,
-                  data: dict[str, Any] | None = None, user: str | None = None) -> Instance:
+                  data: dict[str, Any] | None = None, user: str | None = None, ttl: str | None = None,
+                  broadcast: bool = False):
         """Deliver a message to the one instance waiting for it with matching correlation keys.
 
         The key ``business_key`` matches the instance's business key; the other keys match the
         variables the catching event declares in ``correlationKeys``. With no waiting instance,
-        a process whose start event catches this message is started. Zero or several matches
-        raise a clear error and change nothing.
+        a process whose start event catches this message is started. With neither, the message is
+        buffered for ``ttl`` (ISO 8601 duration; default ``GRIDFLOW_MESSAGE_TTL`` or PT1H) and
+        delivered when a matching catch starts waiting; ``ttl="PT0S"`` refuses instead. Several
+        matches are an error unless ``broadcast`` (then every match gets it).
+
+        Returns the Instance (a list of them with ``broadcast``), or the ``BufferedMessage``.
+        One transaction; see ``engine.messages``.
         """
-        correlation = dict(correlation or {})
-        data = _require_object(data, "message data")
-        business_key = correlation.pop("business_key", None)
-        described = ", ".join(f"{k}={v}" for k, v in sorted({**correlation, **(
-            {"business_key": business_key} if business_key else {})}.items())) or "no keys"
-        with self._command() as session:
-            query = (select(SubscriptionRow).join(InstanceRow)
-                     .where(SubscriptionRow.message_name == message_name,
-                            SubscriptionRow.correlation == correlation_string(correlation),
-                            InstanceRow.status == "running"))
-            if business_key is not None:
-                query = query.where(InstanceRow.business_key == str(business_key))
-            matches = list(session.scalars(query))
-            instance_ids = sorted({m.instance_id for m in matches})
-            if len(instance_ids) > 1:
-                raise Conflict(f"message '{message_name}' ({described}) matches {len(instance_ids)} instances: "
-                               f"{', '.join(instance_ids[:5])}; give more correlation keys")
-            if not instance_ids:
-                start = self._message_start_definition(session, message_name)
-                if start is None:
-                    raise NotFound(f"no instance waits for message '{message_name}' ({described}) "
-                                   "and no deployed process starts with it")
-                record = StepRecord("message_received", data={"message": message_name,
-                                                              "correlation": correlation, "data": data})
-                return self._start(session, start, {**correlation, **data}, business_key, user, [record],
-                                   message=message_name)
-            match = matches[0]
-            instance = self._lock_instance(session, match.instance_id)
-            bundle = self._bundle(session, instance.definition_id)
-            workflow = self.runtime.load(bundle, instance.state_json)
-            self.runtime.deliver_message(workflow, match.id, message_name, data)
-            records = [StepRecord("message_received", match.id, match.bpmn_id,
-                                  {"message": message_name, "correlation": correlation, "data": data})]
-            self._advance_and_save(session, instance, bundle, workflow, records, user)
-            return self._instance_view(session, instance)
+        from . import messages
+
+        return messages.correlate(self, message_name, correlation, data, user, ttl, broadcast)
+
+    def signal(self, name: str, data: dict[str, Any] | None = None, user: str | None = None) -> list[Instance]:
+        """Broadcast a signal to every running instance with a waiting signal catch of that name."""
+        from . import messages
+
+        return messages.signal(self, name, data, user)
+
+    def messages(self, state: str | None = None, name: str | None = None, limit: int = 100):
+        """Buffered messages, newest first (``state``: pending, delivered, expired)."""
+        from . import messages
+
+        return messages.list_messages(self, state, name, limit)
+
+    def deliver_buffered_messages(self, report=None) -> int:
+        """Deliver buffered messages whose catch is waiting now (the worker's sweep)."""
+        from . import messages
+
+        return messages.deliver_pending(self, report or _ignore)
+
+    def expire_messages(self, report=None) -> int:
+        """Expire buffered messages past their time to live (history event ``message_expired``)."""
+        from . import messages
+
+        return messages.expire(self, report or _ignore)
+
+    # -- jobs, incidents, SLA clocks, schedules (the worker side; see engine.worker) ---------------
+    def run_jobs(self, worker_id: str, limit: int = 10, lock_ttl: float | None = None, report=None,
+                 should_stop=None) -> int:
+        """Acquire up to ``limit`` due async jobs, run their handlers outside any transaction, and
+        complete or retry them; returns how many ran. See ``engine.jobs``."""
+        from . import jobs
+
+        return jobs.run_jobs(self, worker_id, limit, lock_ttl, report or _ignore, should_stop or (lambda: False))
+
+    def jobs(self, instance_id: str | None = None):
+        """Async jobs waiting, held or failed (``engine.jobs.Job``), next run first."""
+        from . import jobs
+
+        return jobs.list_jobs(self, instance_id)
+
+    def incidents(self, instance_id: str | None = None, open_only: bool = True):
+        """Incidents (``engine.jobs.Incident``): failed synchronous steps and async jobs out of retries."""
+        from . import jobs
+
+        return jobs.list_incidents(self, instance_id, open_only)
+
+    def retry_incident(self, incident_id: int, user: str | None = None) -> Instance:
+        """Re-arm the failed job, or run the failed synchronous step again (status back to running)."""
+        from . import jobs
+
+        return jobs.retry_incident(self, incident_id, user)
+
+    def resolve_incident(self, incident_id: int, data: dict[str, Any] | None = None,
+                         user: str | None = None) -> Instance:
+        """Complete the failed task with ``data`` instead of running its handler, and continue."""
+        from . import jobs
+
+        return jobs.resolve_incident(self, incident_id, data, user)
+
+    def sla_clocks(self, flow: str | None = None, group: str | None = None, severity: str | None = None,
+                   state=None, instance_id: str | None = None, limit: int | None = None):
+        """SLA clocks (``engine.sla_clocks.SlaClock``), earliest due first; open ones unless ``state``
+        asks otherwise (on_track, at_risk, breached, paused, met, missed, open, closed)."""
+        from . import sla_clocks
+
+        return sla_clocks.list_clocks(self, flow, group, severity, state, instance_id, limit)
+
+    def scan_sla_clocks(self, report=None) -> int:
+        """Record clocks newly at risk or breached (history ``sla_at_risk`` / ``sla_breached``)."""
+        from . import sla_clocks
+
+        return sla_clocks.scan(self, report or _ignore)
+
+    def timer_schedules(self) -> list[dict[str, Any]]:
+        """The timer start events of the latest deployed processes and when each fires next."""
+        from . import schedules
+
+        return schedules.list_schedules(self)
 
     def _message_start_definition(self, session: Session, message_name: str) -> DefinitionRow | None:
         latest = (select(DefinitionRow.key, func.max(DefinitionRow.version).label("version"))
@@ -423,14 +727,16 @@ class Engine:
             latest, (DefinitionRow.key == latest.c.key) & (DefinitionRow.version == latest.c.version)))
         for row in rows:
             for info in row.meta.values():
-                if info.get("type") == "startEvent" and info.get("message") == message_name:
+                if info.get("process_start") and info.get("message") == message_name:
                     return row
         return None
 
-    def run_due(self, now: datetime | None = None, limit: int = 1000) -> int:
-        """Fire every timer due at ``now`` (default: the clock), one transaction per instance.
+    def run_due(self, now: datetime | None = None, limit: int = 1000, report=None, should_stop=None) -> int:
+        """Fire every timer due at ``now`` (default: the clock), one transaction per instance, earliest
+        first, then start instances for due timer start events (``engine.schedules``).
 
-        Returns the number of timers fired. Each firing is recorded with how late it was.
+        Returns the number of timers fired (instances started included). Each firing is recorded
+        with how late it was. An instance another transaction holds is left for the next call.
         """
         if now is not None:
             require_aware(now, "run_due(now)")
@@ -439,19 +745,27 @@ class Engine:
             threshold = self.clock.now()
             with self.store.read() as session:
                 due = session.execute(select(TimerRow.instance_id, func.min(TimerRow.due_at).label("first"))
-                                      .where(TimerRow.due_at <= threshold).group_by(TimerRow.instance_id)
-                                      .order_by("first").limit(limit)).all()
+                                      .join(InstanceRow, InstanceRow.id == TimerRow.instance_id)
+                                      .where(TimerRow.due_at <= threshold, InstanceRow.status == "running")
+                                      .group_by(TimerRow.instance_id).order_by("first").limit(limit)).all()
             fired = 0
             for instance_id, _ in due:
-                fired += self._fire_timers(instance_id, threshold)
+                if should_stop is not None and should_stop():
+                    return fired
+                fired += self._fire_timers(instance_id, threshold, report)
+            from . import schedules
+
+            fired += schedules.run_due(self, threshold, report or _ignore)
             return fired
         finally:
             self.clock.override = None
 
-    def _fire_timers(self, instance_id: str, now: datetime) -> int:
+    def _fire_timers(self, instance_id: str, now: datetime, report=None) -> int:
+        from .runtime import StepRecord
+
         with self._command() as session:
-            instance = self._lock_instance(session, instance_id)
-            if instance.status != "running":
+            instance = self._lock_instance(session, instance_id, skip_locked=True)
+            if instance is None or instance.status != "running":
                 return 0
             bundle = self._bundle(session, instance.definition_id)
             workflow = self.runtime.load(bundle, instance.state_json)
@@ -465,15 +779,25 @@ class Engine:
                        for t in sorted(due.values(), key=lambda t: t.due_at)]
             fired = len(records)
             self._advance_and_save(session, instance, bundle, workflow, records, None)
-            return fired
+        for record in records[:fired] if report is not None else ():
+            report("timer_fired", instance=instance_id, timer=record.bpmn_id, due=record.data["due_at"],
+                   late=f"{record.data['late_seconds']:g}s")
+        return fired
 
     # -- persistence of one step -------------------------------------------------------------
     def _advance_and_save(self, session: Session, instance: InstanceRow, bundle: SpecBundle, workflow,
                           records: list[StepRecord], user: str | None,
                           completed: dict[str, str | None] | None = None) -> None:
+        from . import jobs, messages, sla_clocks
+        from .runtime import StepFailed, StepRecord
+
         now = self.clock.now()
+        self.runtime.case_finder = lambda key, since: self._find_cases(session, key, since, instance.id)
+        self.runtime.history_reader = lambda instance_id: self._history_dicts(session, instance_id)
         try:
             self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
+            while messages.deliver_buffered_in_step(self, session, instance, bundle, workflow, records, now):
+                self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
             instance.status, instance.error = self.runtime.status(workflow), None
         except StepFailed as failure:
             instance.status, instance.error = "error", str(failure)
@@ -501,8 +825,11 @@ class Engine:
             session.add(SubscriptionRow(id=subscription.task_id, instance_id=instance.id,
                                         bpmn_id=subscription.bpmn_id, message_name=subscription.message_name,
                                         correlation=subscription.correlation))
+        messages.project_signals(session, instance, workflow)
+        jobs.project_jobs(self, session, instance, bundle, workflow, now)
+        sla_clocks.project(self, session, instance, bundle, workflow, now, variables, records)
         for record in records:
-            actor = user if record.type in ("instance_started", "task_completed", "message_received") else None
+            actor = getattr(record, "actor", None) or (user if record.type in _ACTOR_EVENTS else None)
             session.add(EventRow(instance_id=instance.id, at=now, type=record.type, actor=actor,
                                  task_id=record.task_id, bpmn_id=record.bpmn_id,
                                  data=_json_safe(self.runtime.serializer.convert_data(record.data))))
@@ -513,6 +840,22 @@ class Engine:
         for name, payload in outgoing:
             self._route_thrown_message(session, instance, name, payload)
 
+    def _find_cases(self, session: Session, key: str, since: datetime, exclude: str) -> list[dict[str, Any]]:
+        """Recent cases of process ``key`` started at or after ``since`` (read-only view for handlers)."""
+        rows = session.scalars(select(InstanceRow).join(DefinitionRow).where(
+            DefinitionRow.key == key, InstanceRow.started_at >= since, InstanceRow.id != exclude)
+            .order_by(InstanceRow.started_at))
+        restore = self.runtime.serializer.restore_data
+        return [{"instance_id": r.id, "business_key": r.business_key, "started_at": r.started_at,
+                 "status": r.status, "variables": restore(r.variables or {})} for r in rows]
+
+    def _history_dicts(self, session: Session, instance_id: str) -> list[dict[str, Any]]:
+        """The stored history of one instance for ``HandlerContext.history`` (read-only, oldest first)."""
+        rows = session.scalars(select(EventRow).where(EventRow.instance_id == instance_id).order_by(EventRow.id))
+        restore = self.runtime.serializer.restore_data
+        return [{"type": r.type, "task_id": r.task_id, "bpmn_id": r.bpmn_id, "data": restore(r.data or {})}
+                for r in rows]
+
     def _route_thrown_message(self, session: Session, source: InstanceRow, name: str, payload: Any) -> None:
         """Deliver a message thrown by one instance, in the same transaction.
 
@@ -520,6 +863,8 @@ class Engine:
         process whose start event catches it is started with the payload as its variables.
         Undeliverable or ambiguous messages are recorded on the source instance.
         """
+        from .runtime import StepRecord
+
         data = payload if isinstance(payload, dict) else {"payload": payload}
         candidates = session.scalars(select(SubscriptionRow).join(InstanceRow).where(
             SubscriptionRow.message_name == name, InstanceRow.status == "running",
@@ -620,12 +965,47 @@ class Engine:
 
     # -- helpers -----------------------------------------------------------------------------
     def _command(self):
-        return _Command(self.store)
+        return _Command(self.store, self._record_refusal)
 
-    def _lock_instance(self, session: Session, instance_id: str) -> InstanceRow:
-        query = self.store.lock_for_update(select(InstanceRow).where(InstanceRow.id == instance_id))
+    def _record_refusal(self, refused: Refused) -> None:
+        identity.record_refusal(self.store, self.clock.now(), refused)
+
+    def _acting(self, session: Session, user: str | None, action: str,
+                task: WorkItemRow | None = None, groups: bool = True) -> User | None:
+        """The acting user when identities apply to this call (else None); Refused when unknown or (with
+        ``groups``) when ``action`` needs a group the user is not in (see ``engine.identity``)."""
+        if user is None or self.identities is False:
+            return None
+        if self.identities is None and not identity.has_users(session):
+            return None
+        where = (task.instance_id, task.id, task.bpmn_id) if task is not None else (None, None, None)
+        acting = identity.require_user(session, user, action, where[0], where[1])
+        if not groups:
+            return acting
+        try:
+            identity.require_groups(acting, action)
+        except Refused as refused:
+            refused.instance_id, refused.task_id, refused.bpmn_id = where
+            raise
+        return acting
+
+    def _checked(self, user: str | None, action: str, groups: bool = True) -> User | None:
+        """``_acting`` in its own read transaction, for commands that check before they write or only read."""
+        try:
+            with self.store.read() as session:
+                return self._acting(session, user, action, groups=groups)
+        except Refused as refused:
+            self._record_refusal(refused)
+            raise
+
+    def _lock_instance(self, session: Session, instance_id: str, skip_locked: bool = False) -> InstanceRow | None:
+        """Lock the instance row for this transaction; with ``skip_locked``, None when another holds it."""
+        query = self.store.lock_for_update(select(InstanceRow).where(InstanceRow.id == instance_id),
+                                           skip_locked=skip_locked)
         row = session.scalars(query.execution_options(populate_existing=True)).first()
         if row is None:
+            if skip_locked:
+                return None
             raise NotFound(f"no instance '{instance_id}'")
         return row
 
@@ -645,6 +1025,10 @@ class Engine:
             raise NotFound(f"no task '{task_id}'")
         return row
 
+    @staticmethod
+    def _item_view(session: Session, row: WorkItemRow) -> WorkItem:
+        return _work_item(row, session.get(InstanceRow, row.instance_id).business_key)
+
     def _instance_view(self, session: Session, row: InstanceRow) -> Instance:
         definition = session.get(DefinitionRow, row.definition_id)
         ready = [_work_item(r, row.business_key) for r in session.scalars(
@@ -653,15 +1037,22 @@ class Engine:
         timers = [TimerInfo(t.id, t.bpmn_id, t.due_at) for t in session.scalars(
             select(TimerRow).where(TimerRow.instance_id == row.id).order_by(TimerRow.due_at))]
         variables = self.runtime.serializer.restore_data(row.variables or {})
+        from .jobs import open_incidents
+
         return Instance(row.id, definition.key, definition.version, row.business_key, row.status, variables,
-                        ready, timers, row.error, row.started_at, row.ended_at)
+                        ready, timers, row.error, row.started_at, row.ended_at, open_incidents(session, row.id))
 
 
 class _Command:
-    """A write transaction that turns database-level failures into one-line engine errors."""
+    """A write transaction that turns database-level failures into one-line engine errors.
 
-    def __init__(self, store: Store):
+    A :class:`Refused` error rolls the command back like any other; ``on_refused`` then records
+    the attempt in its own small transaction.
+    """
+
+    def __init__(self, store: Store, on_refused=None):
         self.store = store
+        self.on_refused = on_refused
         self._context = None
 
     def __enter__(self) -> Session:
@@ -673,11 +1064,34 @@ class _Command:
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            return self._context.__exit__(exc_type, exc, tb)
-        except StaleDataError:
-            raise Conflict("the instance was changed by another command at the same time; try again") from None
-        except OperationalError as error:
-            raise GridflowError(f"database error: {_db_message(error)}") from None
+            try:
+                self._context.__exit__(exc_type, exc, tb)  # rolls back on error, else commits
+            except Exception as error:
+                if error is exc:
+                    raise
+                raise _database_error(error) from None
+            if exc is not None:
+                translated = _database_error(exc)
+                if translated is not exc:
+                    raise translated from None
+            return False
+        finally:
+            if isinstance(exc, Refused) and self.on_refused is not None:
+                self.on_refused(exc)
+
+
+def _database_error(error: BaseException) -> BaseException:
+    """A database-level failure as a one-line engine error (other exceptions unchanged)."""
+    if isinstance(error, StaleDataError):
+        return Conflict("the instance was changed by another command at the same time; try again")
+    if isinstance(error, IntegrityError):
+        return Conflict(f"another command wrote the same record at the same time; try again "
+                        f"({_db_message(error)})")
+    if isinstance(error, DataError):
+        return InvalidInput(f"a value does not fit the database: {_db_message(error)}")
+    if isinstance(error, OperationalError):
+        return GridflowError(f"database error: {_db_message(error)}")
+    return error
 
 
 def _dependency_order(batch: dict[str, ProcessSource]) -> list[ProcessSource]:
@@ -718,6 +1132,18 @@ def _work_item(row: WorkItemRow, business_key: str | None) -> WorkItem:
     return WorkItem(row.id, row.instance_id, row.bpmn_id, row.name, row.lane, list(row.candidate_groups or []),
                     row.assignee, row.form_key, row.due_at, row.definition_key, row.state, row.created_at,
                     business_key, row.completed_by, row.completed_at)
+
+
+def _queue_item(values) -> WorkItem:
+    """A WorkItem from a queue row labelled with its field names.
+
+    Fills the frozen dataclass's ``__dict__`` directly: ten times cheaper than ``__init__``, which
+    matters when ``gridflow tasks --json`` lists ten thousand rows.
+    """
+    item = object.__new__(WorkItem)
+    item.__dict__.update(values)
+    item.__dict__["candidate_groups"] = list(values["candidate_groups"] or [])
+    return item
 
 
 def _require_object(data: Any, what: str) -> dict[str, Any]:

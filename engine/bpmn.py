@@ -24,6 +24,7 @@ from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.parser.BpmnParser import full_tag
 from SpiffWorkflow.bpmn.parser.event_parsers import ReceiveTaskParser
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+from SpiffWorkflow.bpmn.specs.control import BpmnStartTask
 from SpiffWorkflow.bpmn.specs.defaults import (
     BoundaryEvent,
     EndEvent,
@@ -50,6 +51,7 @@ from SpiffWorkflow.camunda.parser.event_parsers import (
 )
 from SpiffWorkflow.camunda.parser.task_spec import CamundaTaskParser
 from SpiffWorkflow.camunda.specs.event_definitions import MessageEventDefinition
+from SpiffWorkflow.util.task import TaskState
 
 from .clock import Clock, require_aware
 from .expressions import ExpressionError, ExpressionEvaluator, check_expression, unwrap
@@ -74,6 +76,54 @@ def timer_expression(text: str) -> str:
                   for index, part in enumerate(parts) if part or index % 2]
         return " + ".join(pieces)
     return unwrap(body)
+
+
+_LIVE = TaskState.READY | TaskState.WAITING | TaskState.STARTED
+
+
+def tasks_in_state(workflow, state: int) -> list:
+    """Tasks of the workflow and all its sub-workflows whose state is in ``state`` (a TaskState mask).
+
+    A flat scan of the task dictionaries: several times faster than SpiffWorkflow's tree iterator,
+    which matters because every step projects work items, timers and subscriptions.
+    """
+    top = workflow.top_workflow if hasattr(workflow, "top_workflow") else workflow
+    found = [t for t in top.tasks.values() if t.state & state]
+    for sub in top.subprocesses.values():
+        found.extend(t for t in sub.tasks.values() if t.state & state)
+    return found
+
+
+SCOPE_KEY = "gridflow_scope"
+
+
+def instance_scope(workflow) -> dict[str, Any]:
+    """The instance-wide variables (Camunda semantics), kept in the top workflow's data."""
+    top = workflow.top_workflow if hasattr(workflow, "top_workflow") else workflow
+    return top.data.setdefault(SCOPE_KEY, {})
+
+
+def share_with_live_tasks(source, changes: dict[str, Any]) -> None:
+    """Record variables written by one task in the instance scope and give them to every live task.
+
+    SpiffWorkflow keeps data per path; process owners expect Camunda's instance-wide variables
+    (a reminder branch sets ``overdue`` that the main path reads later). Each live task gets
+    its own deep copy, so no two tasks share a nested list or dict.
+    """
+    if not changes:
+        return
+    instance_scope(source.workflow).update(copy.deepcopy(changes))
+    for task in tasks_in_state(source.workflow, _LIVE):
+        if task is not source:
+            task.data.update(copy.deepcopy(changes))
+
+
+def sync_live_tasks(workflow) -> None:
+    """Give the instance scope to every live task (tasks SpiffWorkflow created from stale parents)."""
+    scope = instance_scope(workflow)
+    if scope:
+        for task in tasks_in_state(workflow, _LIVE):
+            task.data.update(copy.deepcopy(scope))
 
 
 class HandlerTask(ManualTask):
@@ -255,8 +305,33 @@ class ReceiveParser(_GridflowEvents, ReceiveTaskParser):
     pass
 
 
+class TriggerWithoutRewiring(BpmnStartTask):
+    """A start task that starts a message-triggered event sub-process without changing the spec.
+
+    SpiffWorkflow 3.2.0's ``trigger_wf`` connects the sub-process into the process graph on first
+    use; with specs cached and shared between instances, every later instance would then start the
+    sub-process eagerly and never complete. Here the triggered child is added to the running
+    instance only; the start task is recorded as the sub-process's input (never as an output).
+    """
+
+    def trigger_wf(self, my_task, spec_name):
+        spec = self._wf_spec.task_specs.get(spec_name)
+        if not spec.inputs:  # SpiffWorkflow's readiness test wants an input; outputs stay untouched
+            spec._connect_notify(self)
+        child = my_task._add_child(spec, TaskState.FUTURE)
+        child.triggered = True
+        child.task_spec._update(child)
+        return child.id
+
+
 class GridflowParser(CamundaParser):
     """CamundaParser with gridflow's task specs and event parsers."""
+
+    def get_spec(self, process_id, required=True):
+        spec = super().get_spec(process_id, required)
+        if spec is not None and type(spec.start) is BpmnStartTask:
+            spec.start.__class__ = TriggerWithoutRewiring
+        return spec
 
     OVERRIDE_PARSER_CLASSES = {
         **CamundaParser.OVERRIDE_PARSER_CLASSES,
@@ -294,9 +369,10 @@ class SafeScriptEngine(PythonScriptEngine):
 
     def execute(self, task, script, external_context=None):
         try:
-            self.evaluator.execute(script, task.data)
+            assigned = self.evaluator.execute(script, task.data)
         except ExpressionError as exc:
             raise WorkflowTaskException(str(exc), task=task) from None
+        share_with_live_tasks(task, assigned)
         return True
 
     def call_service(self, task, **kwargs):  # pragma: no cover - HandlerTask never calls it

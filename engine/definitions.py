@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ SUPPORTED_CAMUNDA = {
     "candidateGroups", "assignee", "formKey", "dueDate", "type", "topic", "asyncBefore", "asyncAfter",
     "exclusive", "candidateUsers", "priority", "followUpDate", "calledElementBinding", "versionTag",
     "historyTimeToLive", "isStartableInTasklist", "initiator", "collection", "elementVariable",
+    "expression", "resultVariable",
 }
 _NAIVE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+)?$")
 
@@ -128,10 +130,12 @@ def parse_xml(data: bytes, file: str) -> etree._ElementTree:
     """Parse BPMN bytes with DTDs, entities and network access refused. Raises ValueError(one line)."""
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"{file}: file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-    head = data[:4096].lower()
-    if b"<!doctype" in head or b"<!entity" in data.lower():
-        line = data[: data.lower().find(b"<!")].count(b"\n") + 1
-        raise ValueError(f"{file}:{line}: DOCTYPE/ENTITY declarations are not allowed in BPMN files")
+    lowered = data.lower()
+    for marker in (b"<!doctype", b"<!entity", b"\x00<\x00!\x00d\x00o\x00c", b"<\x00!\x00d\x00o\x00c\x00"):
+        position = lowered.find(marker)
+        if position >= 0:
+            line = data[:position].count(b"\n") + 1
+            raise ValueError(f"{file}:{line}: DOCTYPE/ENTITY declarations are not allowed in BPMN files")
     try:
         tree = etree.ElementTree(etree.fromstring(data, _hardened_parser()))
     except etree.XMLSyntaxError as exc:
@@ -144,11 +148,13 @@ def parse_xml(data: bytes, file: str) -> etree._ElementTree:
 
 
 def inspect_files(paths: list[str | Path], known_topics: set[str] | None = None,
-                  external_processes: set[str] | None = None) -> Inspection:
+                  external_processes: set[str] | None = None,
+                  form_exists: Callable[[str], bool] | None = None) -> Inspection:
     """Lint and parse BPMN files together (call activities may cross files).
 
     ``known_topics``: handler topics that exist (None skips the check). ``external_processes``:
-    keys already deployed, which call activities may reference.
+    keys already deployed, which call activities may reference. ``form_exists``: whether a form
+    key has a schema (a user task whose form has none gets a warning: any data would be accepted).
     """
     result = Inspection()
     trees: list[tuple[str, bytes, etree._ElementTree]] = []
@@ -174,7 +180,7 @@ def inspect_files(paths: list[str | Path], known_topics: set[str] | None = None,
             result.issues.append(Issue("error", name, exc.line_number, None, f"XSD: {_short(exc)}"))
             continue
         before = len(result.errors)
-        result.issues.extend(_lint(tree, name, known_topics))
+        result.issues.extend(_lint(tree, name, known_topics, form_exists))
         if len(result.errors) == before:
             trees.append((name, data, tree))
     if result.errors:
@@ -189,7 +195,8 @@ def _short(exc: Exception) -> str:
     return text.replace("{http://www.omg.org/spec/BPMN/20100524/MODEL}", "bpmn:")
 
 
-def _lint(tree: etree._ElementTree, file: str, known_topics: set[str] | None) -> list[Issue]:
+def _lint(tree: etree._ElementTree, file: str, known_topics: set[str] | None,
+          form_exists: Callable[[str], bool] | None = None) -> list[Issue]:
     issues: list[Issue] = []
 
     def add(level, element, message):
@@ -205,11 +212,11 @@ def _lint(tree: etree._ElementTree, file: str, known_topics: set[str] | None) ->
         if process.get("isExecutable") != "true":
             add("warning", process, "process is not executable and will not be deployed")
     for process in executable:
-        _lint_process(process, add, known_topics)
+        _lint_process(process, add, known_topics, form_exists)
     return issues
 
 
-def _lint_process(process, add, known_topics) -> None:
+def _lint_process(process, add, known_topics, form_exists=None) -> None:
     flows = {f.get("id"): f for f in process.iter(f"{{{BPMN_NS}}}sequenceFlow")}
     for element in _elements_outside_extensions(process):
         ns, tag, element_id = _ns(element.tag), _local(element.tag), element.get("id")
@@ -236,10 +243,16 @@ def _lint_process(process, add, known_topics) -> None:
         elif tag in HANDLER_TASKS:
             _lint_handler_task(element, tag, add, known_topics)
         elif tag == "userTask":
+            form_key = element.get(f"{{{CAMUNDA_NS}}}formKey") or element_id
+            if form_exists is not None and not form_exists(form_key):
+                add("warning", element, f"form '{form_key}' has no schema (forms/{form_key}.schema.json): "
+                                        "completions are not validated")
             for attribute in ("assignee", "dueDate"):
                 value = element.get(f"{{{CAMUNDA_NS}}}{attribute}")
                 if value and value.strip().startswith(("${", "#{")):
                     _check(add, element, value, f"camunda:{attribute}")
+        elif tag == "messageEventDefinition" and element.get(f"{{{CAMUNDA_NS}}}expression"):
+            _check(add, element.getparent(), element.get(f"{{{CAMUNDA_NS}}}expression"), "camunda:expression")
         elif tag in ("timeDate", "timeDuration", "timeCycle"):
             _lint_timer(element, tag, add)
         elif tag == "subProcess" and element.get("triggeredByEvent") == "true":
@@ -345,6 +358,13 @@ def _parse_specs(trees, result: Inspection, known_processes: set[str]) -> None:
             if process.get("isExecutable") != "true":
                 continue
             key = process.get("id")
+            too_long = [(what, limit) for what, value, limit in (("id", key, 200), ("name", process.get("name"), 400))
+                        if value and len(value) > limit]
+            if too_long:
+                what, limit = too_long[0]
+                result.issues.append(Issue("error", name, process.sourceline, key[:40],
+                                           f"process {what} is longer than {limit} characters"))
+                continue
             calls = {c.get("calledElement") for c in process.iter(f"{{{BPMN_NS}}}callActivity")}
             missing = sorted(calls - known_processes)
             if missing:
@@ -383,6 +403,8 @@ def extract_meta(process) -> dict[str, dict[str, Any]]:
             return element.get(f"{{{CAMUNDA_NS}}}{attribute}")
 
         info: dict[str, Any] = {"type": tag, "name": element.get("name") or element_id}
+        if tag == "startEvent" and element.getparent() is process:
+            info["process_start"] = True
         lane = lanes.get(element_id) or _enclosing_lane(element, lanes)
         if lane:
             info["lane"] = lane

@@ -128,6 +128,29 @@ def _attribute_on_dicts_only(evaluator: simpleeval.SimpleEval, node: ast.Attribu
     raise ExpressionError(f"attribute access '.{node.attr}' is only allowed on dictionaries")
 
 
+MAX_POWER_BITS = 4096
+
+
+def _safe_power(base: Any, exponent: Any) -> Any:
+    """``**`` whose result stays small: a condition must not spend minutes computing a huge number."""
+    if isinstance(base, (int, float)) and isinstance(exponent, (int, float)) and abs(base) > 1 and exponent > 0:
+        import math
+
+        if exponent * math.log2(abs(base)) > MAX_POWER_BITS:
+            raise ExpressionError(f"{base} ** {exponent} is too large to compute")
+    return base ** exponent
+
+
+def _safe_modulo(left: Any, right: Any) -> Any:
+    """``%`` on numbers only: string formatting could build strings of any size."""
+    if isinstance(left, (str, bytes)):
+        raise ExpressionError("'%' string formatting is not allowed; use str() and +")
+    return left % right
+
+
+_OPERATORS = {**simpleeval.DEFAULT_OPERATORS, ast.Pow: _safe_power, ast.Mod: _safe_modulo}
+
+
 class _Evaluator(simpleeval.EvalWithCompoundTypes):
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         return _attribute_on_dicts_only(self, node)
@@ -151,7 +174,7 @@ class ExpressionEvaluator:
     def evaluate(self, text: str, variables: Mapping[str, Any]) -> Any:
         """Evaluate one expression; raise ExpressionError naming the expression on any failure."""
         tree = check_expression(text)
-        evaluator = _Evaluator(names=dict(variables), functions=self._functions)
+        evaluator = _Evaluator(names=dict(variables), functions=self._functions, operators=_OPERATORS)
         try:
             return evaluator.eval(unwrap(text), previously_parsed=tree.body)
         except ExpressionError as exc:
@@ -165,7 +188,7 @@ class ExpressionEvaluator:
         """Run a script task body; return the variables it assigned (``variables`` is updated too)."""
         assigned: dict[str, Any] = {}
         for target, operator, tree in check_script(script):
-            evaluator = _Evaluator(names=dict(variables), functions=self._functions)
+            evaluator = _Evaluator(names=dict(variables), functions=self._functions, operators=_OPERATORS)
             source = ast.unparse(tree)
             try:
                 value = evaluator.eval(source, previously_parsed=tree.body)
@@ -185,10 +208,9 @@ class ExpressionEvaluator:
 
 
 def _apply(operator: str, left: Any, right: Any) -> Any:
-    operations = {
-        "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b,
-        "Div": lambda a, b: a / b, "FloorDiv": lambda a, b: a // b, "Mod": lambda a, b: a % b,
-    }
+    """``x op= y`` with the same size limits as the expression operators."""
+    operations = {"Add": ast.Add, "Sub": ast.Sub, "Mult": ast.Mult, "Div": ast.Div, "FloorDiv": ast.FloorDiv,
+                  "Mod": ast.Mod}
     if operator not in operations:
         raise ExpressionError(f"augmented assignment '{operator}' is not allowed")
-    return operations[operator](left, right)
+    return _OPERATORS[operations[operator]](left, right)

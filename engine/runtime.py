@@ -11,18 +11,27 @@ import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import ErrorEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import CycleTimerEventDefinition, TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask as UserTaskMixin
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.util.task import TaskState
 
-from handlers.registry import HandlerContext, HandlerSpec
+from handlers.registry import BpmnError, HandlerContext, HandlerSpec
 
-from .bpmn import HandlerTask, SafeScriptEngine
+from .bpmn import (
+    ClockedTimeDate,
+    HandlerTask,
+    SafeScriptEngine,
+    instance_scope,
+    share_with_live_tasks,
+    sync_live_tasks,
+    tasks_in_state,
+)
 from .clock import Clock
 from .serializer import StateSerializer
 
@@ -101,11 +110,20 @@ class Runtime:
         self.handlers = handlers
         self.script_engine = SafeScriptEngine(clock)
         self.serializer = StateSerializer()
+        self.case_finder = None  # set by the engine for the current command
+        self.history_reader = None  # instance id -> stored history events; set by the engine per command
+
+    def _history(self, instance_id: str, records: list[StepRecord]) -> list[dict[str, Any]]:
+        """Stored history events of the instance plus the ones of the current command (not yet written)."""
+        stored = self.history_reader(instance_id) if self.history_reader is not None else []
+        return stored + [{"type": r.type, "task_id": r.task_id, "bpmn_id": r.bpmn_id, "data": copy.deepcopy(r.data)}
+                         for r in records]
 
     # -- lifecycle -----------------------------------------------------------------------
     def create(self, bundle: SpecBundle, data: dict[str, Any]) -> BpmnWorkflow:
         workflow = BpmnWorkflow(bundle.spec, bundle.subprocess_specs, script_engine=self.script_engine)
         workflow.task_tree.data.update(copy.deepcopy(data))
+        instance_scope(workflow).update(copy.deepcopy(data))
         return workflow
 
     def load(self, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
@@ -126,6 +144,7 @@ class Runtime:
             try:
                 workflow.refresh_timers()
                 workflow.do_engine_steps()
+                sync_live_tasks(workflow)
             except SpiffWorkflowException as exc:
                 task = getattr(exc, "task", None)
                 raise StepFailed(_spiff_message(exc), str(task.id) if task else None,
@@ -152,9 +171,14 @@ class Runtime:
                                  bpmn_id=bpmn_id, topic=topic, now=self.clock.now(),
                                  idempotency_key=f"{instance_id}:{task.id}",
                                  properties=dict(info.get("properties") or {}),
-                                 evaluate=self.script_engine.evaluator.evaluate)
+                                 evaluate=self.script_engine.evaluator.evaluate,
+                                 find_cases=self.case_finder,
+                                 history=lambda: self._history(instance_id, records))
         try:
             result = spec.function(copy.deepcopy(dict(task.data)), context)
+        except BpmnError as error:
+            self._throw_error(task, error, records)
+            return
         except Exception as exc:
             raise StepFailed(f"handler '{topic}' failed at task {bpmn_id}: {type(exc).__name__}: {exc}",
                              str(task.id), bpmn_id) from exc
@@ -164,10 +188,32 @@ class Runtime:
         task.data.update(copy.deepcopy(result or {}))
         share_with_live_tasks(task, result or {})
         task.run()
+        sync_live_tasks(task.workflow)
+        if context.rearm_requested:
+            rearmed = rearm_date_timers(task.workflow.top_workflow)
+            records.append(StepRecord("timers_rearmed", str(task.id), bpmn_id, {"timers": rearmed}))
         records.append(StepRecord("handler_completed", str(task.id), bpmn_id,
                                   {"topic": topic, "result": result or {}}))
         for message in context.outbox:
             records.append(StepRecord("outbox", str(task.id), bpmn_id, message))
+
+    @staticmethod
+    def _throw_error(task, error: BpmnError, records: list[StepRecord]) -> None:
+        """Deliver a handler's BPMN error to the error boundary event on its task (matched by code)."""
+        bpmn_id = task.task_spec.bpmn_id
+        for sibling in task.parent.children if task.parent else []:
+            definition = getattr(sibling.task_spec, "event_definition", None)
+            if (sibling is not task and isinstance(definition, ErrorEventDefinition)
+                    and definition.code in (None, "", error.code)):
+                payload = {"errorCode": error.code, "errorMessage": str(error), **error.data}
+                task.data.update(payload)
+                share_with_live_tasks(task, payload)
+                task.workflow.top_workflow.catch(BpmnEvent(definition, payload=payload))
+                records.append(StepRecord("bpmn_error", str(task.id), bpmn_id,
+                                          {"code": error.code, "message": str(error)}))
+                return
+        raise StepFailed(f"handler at task {bpmn_id} raised BPMN error '{error.code}' ({error}) "
+                         "but no error boundary event on the task catches it", str(task.id), bpmn_id)
 
     def _is_async(self, task, bundle: SpecBundle) -> bool:
         info = bundle.info(task)
@@ -181,6 +227,7 @@ class Runtime:
         task.data.update(copy.deepcopy(data))
         share_with_live_tasks(task, data)
         task.run()
+        sync_live_tasks(workflow)
         return task
 
     def fire_due_timers(self, workflow: BpmnWorkflow) -> None:
@@ -190,16 +237,41 @@ class Runtime:
     def deliver_message(self, workflow: BpmnWorkflow, task_id: str, message_name: str,
                         data: dict[str, Any]) -> None:
         task = self.find_task(workflow, task_id)
+        if task is None:
+            self._trigger_event_subprocess(workflow, task_id, message_name, data)
+            return
         definition = _message_definition(task.task_spec)
         if definition is None or definition.name != message_name:
             raise ValueError(f"task {task.task_spec.bpmn_id} does not wait for message '{message_name}'")
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
+        share_with_live_tasks(task, data)
         workflow.catch(BpmnEvent(definition, payload=payload))
+
+    def _trigger_event_subprocess(self, workflow: BpmnWorkflow, trigger: str, message_name: str,
+                                  data: dict[str, Any]) -> None:
+        """Start a message event sub-process, seeded with the instance's current variables."""
+        for start_event in event_subprocess_message_starts(workflow):
+            if trigger_id(workflow, start_event) == trigger and start_event.event_definition.name == message_name:
+                break
+        else:
+            raise ValueError(f"no task or event sub-process '{trigger}' waits for message '{message_name}'")
+        instance_scope(workflow).update(copy.deepcopy(data))
+        current = self.variables(workflow)
+        top = workflow.top_workflow
+        before = set(top.subprocesses)
+        payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
+        top.catch(BpmnEvent(start_event.event_definition, payload=payload))
+        for sub_id in set(top.subprocesses) - before:
+            seeded = [top.tasks.get(sub_id), *top.subprocesses[sub_id].tasks.values()]
+            for task in seeded:
+                if task is not None:
+                    task.data.update(copy.deepcopy(current))
+                    task.data.update(copy.deepcopy(data))
 
     def start_by_message(self, workflow: BpmnWorkflow, message_name: str, data: dict[str, Any]) -> None:
         """Trigger the message start event of a freshly created workflow."""
         workflow.do_engine_steps()
-        for task in workflow.get_tasks(state=TaskState.WAITING):
+        for task in tasks_in_state(workflow, TaskState.WAITING):
             definition = _message_definition(task.task_spec)
             if definition is not None and definition.name == message_name:
                 self.deliver_message(workflow, str(task.id), message_name, data)
@@ -216,16 +288,16 @@ class Runtime:
     # -- projections ---------------------------------------------------------------------
     @staticmethod
     def ready_user_tasks(workflow: BpmnWorkflow) -> list:
-        return [t for t in workflow.get_tasks(state=TaskState.READY)
+        return [t for t in tasks_in_state(workflow, TaskState.READY)
                 if isinstance(t.task_spec, UserTaskMixin)]
 
     @staticmethod
     def ready_handler_tasks(workflow: BpmnWorkflow) -> list:
-        return [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, HandlerTask)]
+        return [t for t in tasks_in_state(workflow, TaskState.READY) if isinstance(t.task_spec, HandlerTask)]
 
     def waiting_timers(self, workflow: BpmnWorkflow) -> list[TimerView]:
         timers = []
-        for task in workflow.get_tasks(state=TaskState.WAITING):
+        for task in tasks_in_state(workflow, TaskState.WAITING):
             definition = getattr(task.task_spec, "event_definition", None)
             if not isinstance(definition, TimerEventDefinition):
                 continue
@@ -241,7 +313,7 @@ class Runtime:
 
     def subscriptions(self, workflow: BpmnWorkflow, bundle: SpecBundle) -> list[SubscriptionView]:
         views = []
-        for task in workflow.get_tasks(state=TaskState.WAITING):
+        for task in tasks_in_state(workflow, TaskState.WAITING):
             definition = _message_definition(task.task_spec)
             if definition is None:
                 continue
@@ -249,6 +321,14 @@ class Runtime:
             values = {key: task.data.get(key) for key in keys}
             views.append(SubscriptionView(str(task.id), task.task_spec.bpmn_id, definition.name,
                                           correlation_string(values)))
+        if not workflow.is_completed():
+            variables = self.variables(workflow)
+            for start_event in event_subprocess_message_starts(workflow):
+                keys = next((p[start_event.bpmn_id].get("correlation_keys") for p in bundle.meta.values()
+                             if start_event.bpmn_id in p), None) or []
+                values = {key: variables.get(key) for key in keys}
+                views.append(SubscriptionView(trigger_id(workflow, start_event), start_event.bpmn_id,
+                                              start_event.event_definition.name, correlation_string(values)))
         return views
 
     @staticmethod
@@ -268,34 +348,48 @@ class Runtime:
 
     @staticmethod
     def variables(workflow: BpmnWorkflow) -> dict[str, Any]:
-        """The instance's current variables: the latest data along every live path.
+        """The instance's current variables: the instance scope over the data of every live path.
 
-        For a finished instance, the data of the last completed task.
+        For a finished instance, the data of the last completed task under the scope.
         """
+        scope = instance_scope(workflow)
         if workflow.is_completed():
-            return dict(workflow.last_task.data) if workflow.last_task is not None else dict(workflow.data)
+            last = dict(workflow.last_task.data) if workflow.last_task is not None else {}
+            return {**last, **scope}
         merged: dict[str, Any] = {}
-        live = workflow.get_tasks(state=TaskState.READY | TaskState.WAITING | TaskState.STARTED)
+        live = tasks_in_state(workflow, TaskState.READY | TaskState.WAITING | TaskState.STARTED)
         for task in sorted(live, key=lambda t: t.last_state_change):
             merged.update(task.data)
-        return merged
+        return {**merged, **scope}
 
 
-_LIVE = TaskState.READY | TaskState.WAITING | TaskState.STARTED
+def event_subprocess_message_starts(workflow: BpmnWorkflow) -> list:
+    """Message start events of the event sub-processes the running instance may trigger."""
+    top = workflow.top_workflow
+    starts = []
+    for name in top.spec.start.trigger_specs:
+        spec = top.subprocess_specs.get(name)
+        for start_event in spec.bpmn_start_events if spec is not None else []:
+            if isinstance(getattr(start_event, "event_definition", None), MessageEventDefinition):
+                starts.append(start_event)
+    return starts
 
 
-def share_with_live_tasks(source, changes: dict[str, Any]) -> None:
-    """Give variables written by one task to every other live task of the same process scope.
+def trigger_id(workflow: BpmnWorkflow, start_event) -> str:
+    """A stable subscription id for an event sub-process start of this instance."""
+    return str(uuid5(workflow.top_workflow.task_tree.id, start_event.bpmn_id))
 
-    SpiffWorkflow keeps data per path; process owners expect Camunda's instance-wide variables
-    (a reminder branch sets ``overdue`` that the main path reads later). Each live task gets
-    its own deep copy, so no two tasks share a nested list or dict.
-    """
-    if not changes:
-        return
-    for task in source.workflow.tasks.values():
-        if task is not source and task.state & _LIVE:
-            task.data.update(copy.deepcopy(changes))
+
+def rearm_date_timers(workflow: BpmnWorkflow) -> list[str]:
+    """Make every waiting ``timeDate`` timer re-evaluate its instant from the current variables."""
+    rearmed = []
+    for task in tasks_in_state(workflow, TaskState.WAITING):
+        definition = getattr(task.task_spec, "event_definition", None)
+        if isinstance(definition, ClockedTimeDate) and not task._get_internal_data("event_fired", False):
+            task.internal_data.pop("event_value", None)
+            definition.has_fired(task)
+            rearmed.append(task.task_spec.bpmn_id)
+    return rearmed
 
 
 def _message_definition(task_spec) -> MessageEventDefinition | None:

@@ -38,13 +38,19 @@ class FormFiller:
         self.rng = rng
         self.now = now
 
-    def fill(self, schema: dict[str, Any] | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    def fill(self, schema: dict[str, Any] | None, overrides: dict[str, Any] | None = None,
+             case: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Data for one form; fields the case already knows keep their value (an operator confirming it)."""
         data: dict[str, Any] = {}
         if not schema:
             return dict(overrides or {})
-        properties = schema.get("properties", {})
+        properties = {n: p for n, p in schema.get("properties", {}).items() if not p.get("readOnly")}
         required = set(schema.get("required", []))
         for name, prop in properties.items():
+            known = (case or {}).get(name)
+            if known is not None and isinstance(known, (str, int, float, bool)) and name not in (overrides or {}):
+                data[name] = known
+                continue
             if name in required or self.rng.random() < 0.6:
                 value = self.value(name, prop)
                 if value is not None:
@@ -87,7 +93,7 @@ class FormFiller:
         if "default" in prop and not force:
             return prop["default"]
         if kind == "boolean":
-            return rng.random() < 0.7
+            return rng.random() < (0.7 if force else 0.15)
         if kind in ("integer", "number"):
             low = prop.get("minimum", prop.get("exclusiveMinimum", 0))
             high = prop.get("maximum", max(low + 10, 1000 if "Kva" in name or "Yuan" in name else low + 10))

@@ -10,6 +10,8 @@ All timestamps are stored in UTC and returned timezone-aware.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    text,
 )
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -149,6 +152,10 @@ class JobRow(Base):
     state: Mapped[str] = mapped_column(String(20), index=True)  # ready, failed (incident)
     locked_by: Mapped[str | None] = mapped_column(String(200))
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # 0002 (worker): the key every attempt gets, the Camunda retry cycle it runs on, when it was created
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    retry_cycle: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class IncidentRow(Base):
@@ -162,6 +169,13 @@ class IncidentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(200))
+    # 0002 (worker): "step" (a synchronous step failed; instance status error) or "job" (an async job ran
+    # out of retries; instance stays running), the job and topic, attempts made, how it was closed
+    kind: Mapped[str] = mapped_column(String(20), default="step", server_default="step")
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    topic: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    resolution: Mapped[str | None] = mapped_column(String(20))  # retried, resolved
 
 
 class SubscriptionRow(Base):
@@ -204,6 +218,114 @@ class UserGroupRow(Base):
 
     user_name: Mapped[str] = mapped_column(ForeignKey("app_user.name", ondelete="CASCADE"), primary_key=True)
     group_name: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+
+
+class MessageBufferRow(Base):
+    """A message that arrived before any catch waited for it; delivered when one appears, or expired."""
+
+    __tablename__ = "message_buffer"
+    __table_args__ = (Index("ix_message_buffer_match", "name", "correlation"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    correlation: Mapped[str] = mapped_column(String(1000))  # canonical "k=v&k2=v2", as message_subscription
+    business_key: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(20), index=True)  # pending, delivered, expired
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_to: Mapped[str | None] = mapped_column(String(36))
+    expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SignalSubscriptionRow(Base):
+    """A waiting signal catch (intermediate or boundary event); a projection like message_subscription."""
+
+    __tablename__ = "signal_subscription"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the waiting task's id
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    bpmn_id: Mapped[str] = mapped_column(String(200))
+    signal_name: Mapped[str] = mapped_column(String(200), index=True)
+
+
+class StartScheduleRow(Base):
+    """The next firing of a timer start event of the latest deployed version of a process."""
+
+    __tablename__ = "start_schedule"
+    __table_args__ = (UniqueConstraint("definition_key", "bpmn_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition_key: Mapped[str] = mapped_column(String(200))
+    definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)
+    bpmn_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))  # cycle, date, duration
+    expression: Mapped[str] = mapped_column(String(400))  # the evaluated timer text, e.g. R/P1M
+    next_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)  # None: exhausted
+    cycles_left: Mapped[int] = mapped_column(Integer)  # -1: unbounded
+    fired_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_instance_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class SlaClockRow(Base):
+    """One SLA clock per SLA-bearing task (id = task id) or case (id = instance id), written with the step."""
+
+    __tablename__ = "sla_clock"
+    __table_args__ = (Index("ix_sla_clock_open_due", "closed_at", "due_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(10))  # task, case
+    definition_key: Mapped[str] = mapped_column(String(200), index=True)
+    bpmn_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(400))
+    groups: Mapped[str] = mapped_column(String(1000), default="")  # ",agent,manager," for LIKE filters
+    severity: Mapped[str | None] = mapped_column(String(40), index=True)
+    policy_key: Mapped[str | None] = mapped_column(String(200))
+    policy_version: Mapped[str | None] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(10))  # wd (working days), wall (24x7 duration), date (dueDate)
+    budget: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    remind_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cap_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    paused_working_days: Mapped[int] = mapped_column(Integer, default=0)
+    pauses: Mapped[list] = mapped_column(JSON, default=list)
+    at_risk_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(10))  # met, missed
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+_REVISION = re.compile(r"^revision(?:\s*:[^=]+)?\s*=\s*['\"]([^'\"]+)['\"]\s*$", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision(?:\s*:[^=]+)?\s*=\s*(.+?)\s*$", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=1)
+def _migration_head() -> str | None:
+    """The one head revision of ``migrations/versions``, read from the files; None when not simple."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(text), _DOWN_REVISION.search(text)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        value = down.group(1)
+        if value != "None":
+            if not re.fullmatch(r"['\"][^'\"]+['\"]", value):
+                return None  # a merge revision (tuple) or an expression
+            parents.add(value[1:-1])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -258,17 +380,38 @@ class Store:
                 session.rollback()
                 raise
 
-    def lock_for_update(self, query):
-        """Add ``FOR UPDATE`` where the database supports it (SQLite serializes writers already)."""
-        return query if self.is_sqlite else query.with_for_update()
+    def serialize_deploys(self, session: Session) -> None:
+        """Make concurrent deploys take turns (PostgreSQL advisory lock until commit; SQLite already does)."""
+        if not self.is_sqlite:
+            session.execute(text("SELECT pg_advisory_xact_lock(4731029)"))
+
+    def lock_for_update(self, query, skip_locked: bool = False, of=None):
+        """Add ``FOR UPDATE`` where the database supports it (SQLite serializes writers already).
+
+        ``skip_locked``: rows another transaction holds are left out instead of waited for
+        (``FOR UPDATE SKIP LOCKED``; how workers share due timers, jobs and messages).
+        """
+        if self.is_sqlite:
+            return query
+        return query.with_for_update(skip_locked=skip_locked, of=of)
 
     def schema_is_current(self) -> bool:
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
+        """True when the database is at the newest migration.
 
+        Compares ``alembic_version`` with the revision ids written in the migration files, without
+        importing Alembic (this runs at every CLI start); an unusual layout asks Alembic instead.
+        """
+        head = _migration_head()
+        if head is None:
+            from alembic.runtime.migration import MigrationContext
+            from alembic.script import ScriptDirectory
+
+            with self.sql.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+            return current == ScriptDirectory.from_config(self._alembic_config()).get_current_head()
         with self.sql.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-        return current == ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+            versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+        return list(versions) == [head]
 
     def upgrade(self) -> None:
         """Apply every pending Alembic migration (idempotent)."""

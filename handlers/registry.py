@@ -10,7 +10,21 @@ from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any
 
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("handlers.sla_actions", "handlers.complaint", "handlers.revisit",
+                                   "handlers.timing", "handlers.aftersale", "handlers.sales")
+
+
+class BpmnError(Exception):
+    """Raise from a handler to throw a BPMN error: an error boundary event with this code catches it.
+
+    Unlike any other exception (which opens an incident), a BpmnError is business flow: for
+    example a failed remote reconnection falls back to an on-site visit.
+    """
+
+    def __init__(self, code: str, message: str = "", **data: Any):
+        super().__init__(message or code)
+        self.code = code
+        self.data = data
 
 
 @dataclass
@@ -22,6 +36,12 @@ class HandlerContext:
     ``idempotency_key`` is the same for every attempt at the same task (instance id + task id),
     so an integrator can make a side effect exactly-once. ``now`` is the engine clock's aware
     instant. ``emit`` records an outbox message (notice, SMS) in the instance history.
+    ``find_cases(key, since)`` lists recent cases of a process (read-only: instance_id,
+    business_key, started_at, variables) for rules such as repeat-complaint detection.
+    ``attempt`` counts the runs of an asynchronous job (1 for the first; a synchronous handler is 1).
+    ``history()`` (synchronous handlers) lists this instance's history events so far, oldest first,
+    including those of the current command: dicts with type, task_id, bpmn_id and data — e.g. the
+    answers of a multi-instance user task, each of which lives in its own scope.
     """
 
     instance_id: str
@@ -34,6 +54,14 @@ class HandlerContext:
     properties: dict[str, str] = field(default_factory=dict)
     evaluate: Callable[[str, dict[str, Any]], Any] | None = None
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    attempt: int = 1
+    find_cases: Callable[..., list[dict[str, Any]]] | None = None
+    rearm_requested: bool = False
+    history: Callable[[], list[dict[str, Any]]] | None = None
+
+    def rearm_timers(self) -> None:
+        """Ask the engine to re-evaluate the waiting date timers after this handler (§9.3 re-arm)."""
+        self.rearm_requested = True
 
     def param(self, name: str, variables: dict[str, Any], default: Any = None) -> Any:
         """A ``camunda:property`` of the task; a ``${expression}`` value is evaluated safely over ``variables``."""

@@ -12,6 +12,7 @@ from handlers import handler
 
 from .common import (
     SEVERITY_LABELS,
+    after,
     as_instant,
     calendar,
     late_step,
@@ -22,10 +23,39 @@ from .common import (
 )
 
 STEP_DUE = {"subHandle": "replyDue", "classifyComplaint": "reviewDueAt", "dispatchComplaint": "dispatchDueAt",
-            "arriveOnSite": "arriveDue", "repairAndRestore": "restoreDue"}
-STEP_CAP = {"subHandle": "replyEscalateAt", "arriveOnSite": "arriveCap"}
+            "arriveOnSite": "arriveDue", "repairAndRestore": "restoreDue",
+            # aftersale steps sharing the instants of their computeDue (aftersale_service.md, SLAs)
+            "verifyMeterData": "billingDueAt", "finalReading": "nameChangeDueAt", "approveChange": "nameChangeDueAt",
+            "onsiteReconnect": "reconnectDueAt", "meterCalibration": "meterCheckDueAt",
+            "replyMeterCheck": "meterCheckDueAt", "handleOtherRequest": "otherDueAt",
+            # presale / midsale steps and their computeDue prefixes (presale_plan.md, midsale_connection.md)
+            "subPlan": "planDueAt", "handleTransferredConsult": "consultDueAt", "gridSupportingProject": "gridDueAt",
+            "designReview": "designDueAt", "midInspection": "midDueAt", "completionAcceptance": "completeDueAt",
+            "installMeterAndConnect": "connectDueAt", "technicalGuidance": "guidanceDueAt"}
+STEP_CAP = {"subHandle": "replyEscalateAt", "arriveOnSite": "arriveCap", "repairAndRestore": "restoreCapAt",
+            "verifyMeterData": "billingCapAt", "finalReading": "nameChangeCapAt", "approveChange": "nameChangeCapAt",
+            "onsiteReconnect": "reconnectCapAt", "meterCalibration": "meterCheckCapAt",
+            "replyMeterCheck": "meterCheckCapAt", "handleOtherRequest": "otherCapAt",
+            "subPlan": "planCapAt", "handleTransferredConsult": "consultCapAt", "gridSupportingProject": "gridCapAt",
+            "designReview": "designCapAt", "midInspection": "midCapAt", "completionAcceptance": "completeCapAt",
+            "installMeterAndConnect": "connectCapAt", "technicalGuidance": "guidanceCapAt"}
 STEP_NAMES = {"subHandle": "投诉处理", "contactCustomer": "联系客户", "classifyComplaint": "分类定级",
-              "dispatchComplaint": "派单", "revisitCustomer": "回访", "replyCustomer": "答复客户"}
+              "dispatchComplaint": "派单", "revisitCustomer": "回访", "replyCustomer": "答复客户",
+              "acceptRepair": "受理报修", "assignCrew": "接单派工", "arriveOnSite": "到达现场",
+              "repairAndRestore": "故障处理恢复送电", "verifyMeterData": "核实抄表/电量/扣费",
+              "finalReading": "抄见示数", "approveChange": "更名/过户审批", "onsiteReconnect": "现场复电",
+              "meterCalibration": "电能表校验", "replyMeterCheck": "答复客户（电能表）",
+              "handleOtherRequest": "办理并答复",
+              "subPlan": "供电方案答复", "handleTransferredConsult": "转办咨询答复", "collectFee": "业扩收费",
+              "gridSupportingProject": "电网配套工程", "designReview": "受电工程设计审查", "midInspection": "中间检查",
+              "completionAcceptance": "竣工检验", "installMeterAndConnect": "装表接电",
+              "technicalGuidance": "用电技术指导"}
+# who gets the 催办 besides the case's ``handler``: the variable naming the step's assignee, extra groups
+STEP_ASSIGNEE = {"arriveOnSite": "crewId", "repairAndRestore": "crewId"}
+STEP_ALSO_REMIND = {"arriveOnSite": ("dispatcher",)}
+# steps whose T1 reminds the customer, not staff (customer time, e.g. midsale collectFee → 催缴短信):
+# step -> function(variables, ctx) returning the handler result; registered by the flow's module
+CUSTOMER_REMINDERS: dict[str, Any] = {}
 
 
 def due_variable(step: str) -> str:
@@ -40,13 +70,16 @@ def cap_variable(step: str) -> str:
 def send_reminder(variables: dict[str, Any], ctx) -> dict[str, Any]:
     """T1 催办 (and a customer's chase): SMS + to-do to the person handling the late step."""
     step = late_step(ctx.bpmn_id)
+    if step in CUSTOMER_REMINDERS:
+        return CUSTOMER_REMINDERS[step](variables, ctx)
     count = int(variables.get("remindCount") or 0) + 1
     chased = ctx.bpmn_id == "remindHandler"
-    assignee = variables.get("handler") or "处理人"
-    notify(ctx, "sms", assignee, "reminder.j2", assigneeName=assignee,
-           taskName=STEP_NAMES.get(step, step), workOrderNo=variables.get("workOrderNo") or ctx.business_key or "",
-           dueAt=local_text(variables.get(due_variable(step))) or "规定时限", remindCount=count,
-           customerChased=chased, followUpCount=int(variables.get("followUpCount") or 0))
+    assignee = variables.get(STEP_ASSIGNEE.get(step, "handler")) or variables.get("handler") or "处理人"
+    for recipient in (assignee, *STEP_ALSO_REMIND.get(step, ())):
+        notify(ctx, "sms", recipient, "reminder.j2", assigneeName=recipient,
+               taskName=STEP_NAMES.get(step, step), workOrderNo=variables.get("workOrderNo") or ctx.business_key or "",
+               dueAt=local_text(variables.get(due_variable(step))) or "规定时限", remindCount=count,
+               customerChased=chased, followUpCount=int(variables.get("followUpCount") or 0))
     return {"remindCount": count, "lastReminderAt": ctx.now}
 
 
@@ -70,16 +103,27 @@ def apply_supervision(variables: dict[str, Any], ctx) -> dict[str, Any]:
 
     An extension moves T3 to the new due + 1 working day, except a T3 at a regulatory ceiling.
     Waiting date timers are re-armed so they read the changed instants.
+
+    Properties (``camunda:property``): ``dueVariable`` / ``capVariable`` name the step's due and cap
+    variables (default: the tables above), ``capIsCeiling`` = true keeps T3 (else ``<step>CapIsCeiling``).
+    A due or cap variable the case does not have is not created (a step whose due is a duration from
+    its start, e.g. ``acceptRepair``).
     """
     step = late_step(ctx.bpmn_id)
     decision = variables.get("decision")
+    due_name = ctx.param("dueVariable", variables) or due_variable(step)
+    cap_name = ctx.param("capVariable", variables) or cap_variable(step)
+    ceiling = (str(ctx.param("capIsCeiling", variables, "")).strip().lower() == "true"
+               or bool(variables.get(f"{step}CapIsCeiling"))
+               or bool(variables.get(cap_name.removesuffix("CapAt") + "CapIsCeiling")))  # computeDue's prefix
     result: dict[str, Any] = {"supervisedAt": ctx.now, "supervisionDecision": decision}
     if decision == "EXTEND":
         new_due = as_instant(variables.get("newDueAt"))
-        result[due_variable(step)] = new_due
+        if due_name in variables:
+            result[due_name] = new_due
         result["overdue"] = False
-        if not variables.get(f"{step}CapIsCeiling"):
-            result[cap_variable(step)] = calendar().add_working_days(new_due, 1)
+        if not ceiling and cap_name in variables:
+            result[cap_name] = calendar().add_working_days(new_due, 1)
     elif decision == "REASSIGN":
         result["handler"] = variables.get("newAssignee")
     elif decision == "ESCALATE":
@@ -90,7 +134,7 @@ def apply_supervision(variables: dict[str, Any], ctx) -> dict[str, Any]:
     notify(ctx, "sms", variables.get("handler") or "处理人", "supervise_notice.j2",
            recipientName=variables.get("handler") or "处理人",
            workOrderNo=variables.get("workOrderNo") or ctx.business_key or "", taskName=STEP_NAMES.get(step, step),
-           dueAt=local_text(variables.get(due_variable(step))), supervisorName="值班主管",
+           dueAt=local_text(variables.get(due_name)), supervisorName="值班主管",
            decision=decision or "", reason=variables.get("reason") or "",
            newDueAt=local_text(variables.get("newDueAt")), newAssigneeName=variables.get("newAssignee") or "",
            newSeverityLabel=SEVERITY_LABELS.get(variables.get("newSeverity"), ""),
@@ -101,18 +145,18 @@ def apply_supervision(variables: dict[str, Any], ctx) -> dict[str, Any]:
 
 @handler("sendProgressUpdate")
 def send_progress_update(variables: dict[str, Any], ctx) -> dict[str, Any]:
-    """Interim update to the customer for URGENT and MAJOR complaints; GENERAL sends nothing."""
+    """Interim update to the customer. Complaints: URGENT and MAJOR only (``complaint.<sev>.sendUpdates``);
+    orders without a severity (after-sale) always get it."""
     version, recorded = policy(variables, ctx.now)
-    severity = variables.get("severity") or "GENERAL"
-    if not version.flag(f"complaint.{severity}.sendUpdates"):
-        return recorded
-    every = version.duration(f"complaint.{severity}.updateEvery")
-    from .common import after
-
+    severity = variables.get("severity")
+    next_update = ""
+    if severity:
+        if not version.flag(f"complaint.{severity}.sendUpdates"):
+            return recorded
+        next_update = local_text(after(ctx.now, version.duration(f"complaint.{severity}.updateEvery")))
     notify(ctx, "sms", variables.get("contactPhone") or "", "progress_update.j2",
            customerName=variables.get("customerName") or "", workOrderNo=variables.get("workOrderNo") or "",
-           severityLabel=SEVERITY_LABELS[severity], statusText="正在调查处理，我们会及时告知进展",
-           handlerName=variables.get("handler") or "", handlerPhone="95598",
-           nextUpdateText=local_text(after(ctx.now, every)))
+           severityLabel=SEVERITY_LABELS.get(severity, ""), statusText="正在处理中，我们会及时告知进展",
+           handlerName=variables.get("handler") or "", handlerPhone="95598", nextUpdateText=next_update or "稍后")
     return {**recorded, "lastProgressUpdateAt": ctx.now,
             "progressUpdates": int(variables.get("progressUpdates") or 0) + 1}

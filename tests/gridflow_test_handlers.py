@@ -38,3 +38,12 @@ def fail_when_asked(variables, ctx):
     if variables.get("fail"):
         raise RuntimeError("billing system unreachable")
     return {"checked": True}
+
+
+@handler("test.remoteReconnect")
+def remote_reconnect(variables, ctx):
+    from handlers import BpmnError
+
+    if variables.get("meterOffline"):
+        raise BpmnError("REMOTE_FAILED", "电能表离线，远程复电失败", attempts=3)
+    return {"reconnectedAt": ctx.now}

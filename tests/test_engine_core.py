@@ -167,8 +167,8 @@ def test_message_correlates_on_declared_keys(engine):
     two = engine.start("follow_up", {"workOrderNo": "WO-2", "severity": "URGENT", "followUpCount": 0})
     for instance in (one, two):
         engine.complete(instance.ready_tasks[0].id, {}, user="agent1")
-    with pytest.raises(NotFound, match="WO-9"):
-        engine.correlate("msgFollowUp", {"workOrderNo": "WO-9"})
+    with pytest.raises(NotFound, match="WO-9"):  # PT0S: no buffering (tests/test_messages.py covers the buffer)
+        engine.correlate("msgFollowUp", {"workOrderNo": "WO-9"}, ttl="PT0S")
     result = engine.correlate("msgFollowUp", {"workOrderNo": "WO-2"}, {"note": "客户再次来电"})
     assert result.id == two.id and result.status == "completed"
     assert result.variables["note"] == "客户再次来电" and result.variables["followUpCount"] == 1
@@ -267,3 +267,15 @@ def test_thrown_message_starts_another_process_and_reaches_a_waiting_case(engine
     assert opened[0].variables["comment"] == "客户要求投诉"
     assert [t.bpmn_id for t in opened[0].ready_tasks] == ["handleOpened"]
     assert engine.instance(waiting.id).status == "completed"  # its msgFollowUp catch got the message
+
+
+def test_bpmn_error_from_a_handler_takes_the_error_boundary(engine):
+    deploy(engine, "error_boundary.bpmn")
+    remote = engine.start("remote_or_onsite", {"meterOffline": False})
+    assert remote.status == "completed" and "reconnectedAt" in remote.variables
+    fallback = engine.start("remote_or_onsite", {"meterOffline": True})
+    assert fallback.status == "running"
+    assert [t.bpmn_id for t in fallback.ready_tasks] == ["onsiteReconnect"]
+    assert fallback.variables["errorCode"] == "REMOTE_FAILED"
+    [event] = [e for e in engine.history(fallback.id) if e.type == "bpmn_error"]
+    assert event.bpmn_id == "remoteReconnect" and event.data["message"] == "电能表离线，远程复电失败"

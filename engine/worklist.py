@@ -1,0 +1,138 @@
+"""The work queue as SQL, SLA countdowns, and ids given by a unique prefix.
+
+Everything here reads the work-item projection (``work_item``, ``work_item_group``) and the
+instance row's business key; no workflow state is ever loaded, so a queue of ten thousand
+open tasks is one indexed query.
+
+Countdown states (``gridflow tasks``):
+
+- ``overdue``: the due time has passed;
+- ``at_risk``: less than 25 % of the task's time (due − created) is left, or less than 4 hours;
+- ``ok``: otherwise; a task without a due time has no countdown (``None``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from .errors import InvalidInput, NotFound
+from .store import InstanceRow, WorkItemGroupRow, WorkItemRow
+
+AT_RISK_FRACTION = 0.25
+AT_RISK_WITHIN = timedelta(hours=4)
+AMBIGUOUS_SHOWN = 10
+
+#: the columns of a work-item row, labelled with the field names of ``engine.api.WorkItem``
+WORK_ITEM_COLUMNS = (
+    WorkItemRow.id, WorkItemRow.instance_id, WorkItemRow.bpmn_id, WorkItemRow.name, WorkItemRow.lane,
+    WorkItemRow.candidate_groups, WorkItemRow.assignee, WorkItemRow.form_key, WorkItemRow.due_at,
+    WorkItemRow.definition_key, WorkItemRow.state, WorkItemRow.created_at, InstanceRow.business_key,
+    WorkItemRow.completed_by, WorkItemRow.completed_at,
+)
+
+_ID = re.compile(r"^[0-9a-f-]+$")
+
+
+class Countdown(NamedTuple):
+    """The SLA clock of one task at one instant."""
+
+    state: str | None  # ok, at_risk, overdue; None without a due time
+    due_in_seconds: int | None  # negative when overdue
+    age_seconds: int
+
+
+def countdown(created_at: datetime, due_at: datetime | None, now: datetime) -> Countdown:
+    age = int((now - created_at).total_seconds())
+    if due_at is None:
+        return Countdown(None, None, age)
+    left = due_at - now
+    if left.total_seconds() < 0:
+        state = "overdue"
+    elif left < AT_RISK_WITHIN or left < (due_at - created_at) * AT_RISK_FRACTION:
+        state = "at_risk"
+    else:
+        state = "ok"
+    return Countdown(state, int(left.total_seconds()), age)
+
+
+def queue_query(*, instance_id: str | None = None, group: str | None = None, assignee: str | None = None,
+                include_closed: bool = False, viewer_name: str | None = None,
+                viewer_groups: list[str] | None = None, see_claimed: bool = False,
+                overdue_at: datetime | None = None, flow: str | None = None, limit: int | None = None):
+    """The SELECT behind ``Engine.tasks``: earliest due first, tasks without a due time last.
+
+    ``viewer_*`` restricts to one user's queue: tasks assigned to them, and tasks offered to one
+    of their groups that nobody holds (``see_claimed``: also those others hold, for supervisors).
+    """
+    query = select(*WORK_ITEM_COLUMNS).join(InstanceRow, InstanceRow.id == WorkItemRow.instance_id)
+    if not include_closed:
+        query = query.where(WorkItemRow.state == "open")
+    if instance_id:
+        query = query.where(WorkItemRow.instance_id == instance_id)
+    if group:
+        query = query.where(WorkItemRow.id.in_(
+            select(WorkItemGroupRow.work_item_id).where(WorkItemGroupRow.group_name == group)))
+    if assignee:
+        query = query.where(WorkItemRow.assignee == assignee)
+    if viewer_name is not None:
+        offered = WorkItemRow.id.in_(select(WorkItemGroupRow.work_item_id)
+                                     .where(WorkItemGroupRow.group_name.in_(viewer_groups or [])))
+        if not see_claimed:
+            offered = offered & WorkItemRow.assignee.is_(None)
+        query = query.where(or_(WorkItemRow.assignee == viewer_name, offered))
+    if overdue_at is not None:
+        query = query.where(WorkItemRow.due_at < overdue_at)
+    if flow:
+        query = query.where(WorkItemRow.definition_key == flow)
+    query = query.order_by(WorkItemRow.due_at.is_(None), WorkItemRow.due_at, WorkItemRow.created_at, WorkItemRow.id)
+    if limit:
+        query = query.limit(limit)
+    return query
+
+
+# -- ids by unique prefix -----------------------------------------------------------------------
+def _normalise(prefix: str) -> str:
+    return (prefix or "").strip().lower()
+
+
+def task_candidates(session: Session, prefix: str, limit: int = AMBIGUOUS_SHOWN + 1) -> list[tuple[str, str]]:
+    """(id, description) of the work items whose id starts with ``prefix``."""
+    prefix = _normalise(prefix)
+    if not prefix or not _ID.match(prefix):
+        return []
+    rows = session.execute(select(WorkItemRow.id, WorkItemRow.name, WorkItemRow.state, InstanceRow.business_key)
+                           .join(InstanceRow, InstanceRow.id == WorkItemRow.instance_id)
+                           .where(WorkItemRow.id.startswith(prefix, autoescape=True))
+                           .order_by(WorkItemRow.id).limit(limit))
+    return [(i, f"task {name}, {state}" + (f", case {bk}" if bk else "")) for i, name, state, bk in rows]
+
+
+def instance_candidates(session: Session, prefix: str, limit: int = AMBIGUOUS_SHOWN + 1) -> list[tuple[str, str]]:
+    """(id, description) of the instances whose id starts with ``prefix``."""
+    from .store import DefinitionRow
+
+    prefix = _normalise(prefix)
+    if not prefix or not _ID.match(prefix):
+        return []
+    rows = session.execute(select(InstanceRow.id, DefinitionRow.key, InstanceRow.status, InstanceRow.business_key)
+                           .join(DefinitionRow, DefinitionRow.id == InstanceRow.definition_id)
+                           .where(InstanceRow.id.startswith(prefix, autoescape=True))
+                           .order_by(InstanceRow.id).limit(limit))
+    return [(i, f"case of {key}, {status}" + (f", case {bk}" if bk else "")) for i, key, status, bk in rows]
+
+
+def pick_one(prefix: str, candidates: list[tuple[str, str]], what: str) -> str:
+    """The one candidate, or a clear error: none (NotFound) or several (InvalidInput listing them)."""
+    if not candidates:
+        raise NotFound(f"no {what} '{prefix}'")
+    exact = [c for c in candidates if c[0] == _normalise(prefix)]
+    if len(candidates) == 1 or exact:
+        return (exact or candidates)[0][0]
+    shown = "; ".join(f"{i[:12]} ({d})" for i, d in candidates[:AMBIGUOUS_SHOWN])
+    more = " and more" if len(candidates) > AMBIGUOUS_SHOWN else ""
+    raise InvalidInput(f"{what} id prefix '{prefix}' is ambiguous; it matches {shown}{more}; give more characters")

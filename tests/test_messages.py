@@ -1,0 +1,159 @@
+"""Messages: buffered with a time to live, delivered when the catch appears, expired and reported,
+broadcast; signals to catch and boundary events (both stores)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from conftest import SHANGHAI
+from worker_helpers import cli, deploy, events, log_lines, ok
+
+from engine.errors import Conflict, InvalidInput, NotFound
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=SHANGHAI)
+
+
+def follow_up(engine, number: str, business_key: str | None = None, register: bool = True):
+    instance = engine.start("follow_up", {"workOrderNo": number, "severity": "GENERAL", "followUpCount": 0},
+                            business_key=business_key)
+    if register:  # completing 受理 makes the case wait for msgFollowUp
+        return engine.complete(instance.ready_tasks[0].id, {}, user="agent1")
+    return instance
+
+
+def test_a_message_before_its_catch_is_buffered_and_delivered_when_the_catch_waits(engine, clock):
+    deploy(engine, "follow_up.bpmn")
+    buffered = engine.correlate("msgFollowUp", {"workOrderNo": "WO-5"}, {"note": "客户提前来电"}, user="hotline",
+                                ttl="PT2H")
+    assert buffered.buffered and buffered.state == "pending"
+    assert buffered.expires_at == T0 + timedelta(hours=2)
+    [sent] = events(engine, "message_buffered")
+    assert sent.actor == "hotline" and sent.data["message_id"] == buffered.id
+
+    instance = follow_up(engine, "WO-5", register=False)
+    assert instance.status == "running"  # not waiting yet: the message stays in the buffer
+    clock.advance(timedelta(minutes=30))
+    after = engine.complete(instance.ready_tasks[0].id, {}, user="agent1")  # the catch appears in this step
+    assert after.status == "completed" and after.variables["note"] == "客户提前来电"
+    assert after.variables["followUpCount"] == 1
+    [received] = [e for e in engine.history(instance.id) if e.type == "message_received"]
+    assert received.actor == "hotline"  # the sender, not agent1 whose step made the catch wait
+    assert received.data["buffered"] == buffered.id and received.data["correlation"] == {"workOrderNo": "WO-5"}
+    [message] = engine.messages()
+    assert (message.state, message.delivered_to) == ("delivered", instance.id)
+    assert engine.messages(state="pending") == []
+
+
+def test_business_key_and_correlation_keys_both_match_a_buffered_message(engine):
+    deploy(engine, "follow_up.bpmn")
+    engine.correlate("msgFollowUp", {"workOrderNo": "WO-7", "business_key": "CASE-7"}, {"n": 1})
+    other = follow_up(engine, "WO-7", business_key="CASE-8")  # same key, another case: not for it
+    assert other.status == "running"
+    mine = follow_up(engine, "WO-7", business_key="CASE-7")
+    assert mine.status == "completed" and mine.variables["n"] == 1
+    assert engine.instance(other.id).status == "running"
+
+
+def test_the_worker_delivers_a_buffered_message_to_a_catch_that_is_already_waiting(engine):
+    """The race on PostgreSQL: a message buffered while the step creating its catch was committing."""
+    deploy(engine, "follow_up.bpmn")
+    waiting = follow_up(engine, "WO-8")
+    from engine.store import MessageBufferRow
+
+    with engine.store.write() as session:  # what the losing side of the race leaves behind
+        session.add(MessageBufferRow(name="msgFollowUp", correlation="workOrderNo=WO-8", data={"late": True},
+                                     state="pending", created_at=T0, expires_at=T0 + timedelta(hours=1)))
+    lines = []
+    assert engine.deliver_buffered_messages(report=lambda action, **f: lines.append((action, f))) == 1
+    assert engine.instance(waiting.id).status == "completed"
+    assert lines[0][0] == "message_delivered" and lines[0][1]["instance"] == waiting.id
+    assert engine.deliver_buffered_messages() == 0
+
+
+def test_a_message_nobody_takes_expires_after_its_ttl_and_is_reported(engine, clock, db_url):
+    deploy(engine, "follow_up.bpmn")
+    lost = engine.correlate("msgFollowUp", {"workOrderNo": "WO-404"}, {}, ttl="PT10M")
+    kept = engine.correlate("msgFollowUp", {"workOrderNo": "WO-405"}, {})  # default TTL: PT1H
+    assert kept.expires_at == T0 + timedelta(hours=1)
+    result = ok(cli("--now", (T0 + timedelta(minutes=11)).isoformat(), "worker", "--once", db=db_url))
+    [expired] = log_lines(result, "message_expired")
+    assert (expired["message"], expired["name"], expired["correlation"]) == (str(lost.id), "msgFollowUp",
+                                                                             "workOrderNo=WO-404")
+    [event] = events(engine, "message_expired")
+    assert event.instance_id is None and event.data["message_id"] == lost.id
+    assert event.data["correlation"] == {"workOrderNo": "WO-404"}
+    assert [m.state for m in engine.messages()] == ["pending", "expired"]  # newest first
+    # an expired message is not delivered when its catch shows up later
+    clock.advance(timedelta(minutes=20))
+    assert follow_up(engine, "WO-404").status == "running"
+    assert log_lines(ok(cli("--now", (T0 + timedelta(minutes=40)).isoformat(), "worker", "--once", db=db_url)),
+                     "message_expired") == []
+
+
+def test_several_matches_are_an_error_unless_broadcast(engine):
+    deploy(engine, "follow_up.bpmn")
+    one, two = follow_up(engine, "SAME"), follow_up(engine, "SAME")
+    with pytest.raises(Conflict, match="matches 2 instances.*broadcast"):
+        engine.correlate("msgFollowUp", {"workOrderNo": "SAME"})
+    assert engine.messages() == []  # refused, not buffered
+    delivered = engine.correlate("msgFollowUp", {"workOrderNo": "SAME"}, {"areaNotice": "已恢复"}, broadcast=True)
+    assert sorted(i.id for i in delivered) == sorted([one.id, two.id])
+    assert all(i.status == "completed" and i.variables["areaNotice"] == "已恢复" for i in delivered)
+
+
+def test_ttl_zero_refuses_and_a_bad_ttl_is_a_clear_error(engine):
+    deploy(engine, "follow_up.bpmn")
+    with pytest.raises(NotFound, match="no instance waits for message 'msgFollowUp'"):
+        engine.correlate("msgFollowUp", {"workOrderNo": "X"}, ttl="PT0S")
+    with pytest.raises(InvalidInput, match="time to live.*'ten minutes'"):
+        engine.correlate("msgFollowUp", {"workOrderNo": "X"}, ttl="ten minutes")
+    assert engine.messages() == []
+
+
+def test_message_send_cli_buffers_broadcasts_and_lists(engine, db_url):
+    deploy(engine, "follow_up.bpmn")
+    buffered = ok(cli("--user", "hotline", "message", "send", "msgFollowUp", "--correlate", "workOrderNo=WO-9",
+                      "--ttl", "PT10M", "--json", db=db_url))
+    assert buffered["buffered"] is True
+    assert datetime.fromisoformat(buffered["expires_at"]) > datetime.now(SHANGHAI)
+    listed = ok(cli("message", "list", "--state", "pending", "--json", db=db_url))
+    assert [(m["id"], m["correlation"]) for m in listed] == [(buffered["message_id"], {"workOrderNo": "WO-9"})]
+    for _ in range(2):
+        follow_up(engine, "AREA")
+    both = ok(cli("message", "send", "msgFollowUp", "--correlate", "workOrderNo=AREA", "--all", "--json",
+                  db=db_url))
+    assert [i["status"] for i in both] == ["completed", "completed"]
+    refused = cli("message", "send", "msgFollowUp", "--correlate", "workOrderNo=NONE", "--ttl", "PT0S", db=db_url)
+    assert refused.returncode == 1 and refused.stderr.startswith("gridflow: no instance waits")
+
+
+# -- signals ------------------------------------------------------------------------------------------
+def test_a_signal_reaches_every_waiting_catch_and_boundary_event(engine):
+    deploy(engine, "signal_wait.bpmn")
+    waiting = [engine.start("outage_wait").id for _ in range(2)]
+    visit = engine.start("repair_visit")
+    assert engine.signal("areaOutage") == []  # nobody waits for that one
+    delivered = engine.signal("areaRestored", {"restoredAt": "10:20"}, user="dispatcher")
+    assert sorted(i.id for i in delivered) == sorted([*waiting, visit.id])
+    for instance_id in waiting:
+        state = engine.instance(instance_id)
+        assert [t.bpmn_id for t in state.ready_tasks] == ["callBack"] and state.variables["restoredAt"] == "10:20"
+        [received] = [e for e in engine.history(instance_id) if e.type == "signal_received"]
+        assert received.actor == "dispatcher" and received.data["caught_by"] == ["waitRestored"]
+    cancelled = engine.instance(visit.id)
+    assert cancelled.status == "completed"  # the interrupting boundary event took the crew's task away
+    assert engine.tasks(instance_id=visit.id, include_closed=True)[0].state == "cancelled"
+    assert engine.signal("areaRestored") == []  # nobody waits any more
+    sent = [e.data["instances"] for e in events(engine, "signal_sent")]  # every send is recorded
+    assert [sorted(ids) for ids in sent] == [[], sorted([*waiting, visit.id]), []]
+
+
+def test_signal_send_cli(engine, db_url):
+    deploy(engine, "signal_wait.bpmn")
+    instance = engine.start("outage_wait")
+    result = ok(cli("signal", "send", "areaRestored", "--data", '{"areaCode": "A12"}', "--json", db=db_url))
+    assert [(i["instance_id"], i["status"]) for i in result] == [(instance.id, "running")]
+    assert engine.instance(instance.id).variables["areaCode"] == "A12"
+    text = ok(cli("signal", "send", "areaRestored", db=db_url))
+    assert text.strip() == "signal areaRestored delivered to 0 case(s)"
