@@ -792,6 +792,7 @@ class Engine:
         from .runtime import StepFailed, StepRecord
 
         now = self.clock.now()
+        timer_marks = self.runtime.timer_marks(workflow)
         self.runtime.case_finder = lambda key, since: self._find_cases(session, key, since, instance.id)
         self.runtime.history_reader = lambda instance_id: self._history_dicts(session, instance_id)
         try:
@@ -805,6 +806,12 @@ class Engine:
                                     message=str(failure), created_at=now))
             records.append(StepRecord("instance_error", failure.task_id, failure.bpmn_id,
                                       {"message": str(failure)}))
+        recorded = {r.task_id for r in records if r.type == "timer_fired"}
+        for timer in self.runtime.timers_fired_since(workflow, timer_marks):  # fired inside this command
+            if timer.task_id not in recorded:
+                late = round((now - timer.due_at).total_seconds(), 3) if timer.due_at else None
+                records.append(StepRecord("timer_fired", timer.task_id, timer.bpmn_id, {
+                    "due_at": timer.due_at.isoformat() if timer.due_at else None, "late_seconds": late}))
         outgoing = self.runtime.thrown_messages(workflow)
         for name, payload in outgoing:
             records.append(StepRecord("message_sent", data={"message": name, "data": payload}))
@@ -813,6 +820,9 @@ class Engine:
             records.append(StepRecord("instance_completed"))
         instance.state_json = self.runtime.dump(workflow)
         variables = self.runtime.variables(workflow)
+        if instance.business_key is None:  # a case number assigned during the step
+            instance.business_key = next((str(variables[k]) for k in ("workOrderNo", "applicationNo")
+                                          if variables.get(k)), None)
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
         session.flush()
         self._project_work_items(session, instance, bundle, workflow, now, completed or {}, variables)
@@ -901,6 +911,11 @@ class Engine:
         ready = {str(task.id): task for task in self.runtime.ready_user_tasks(workflow)}
         for task_id, row in open_rows.items():
             if task_id in ready:
+                info = bundle.info(ready[task_id])
+                self._refresh_due(row, info.get("due_date"), ready[task_id].data)
+                if row.claimed_by is None and (info.get("assignee") or "").strip().startswith(("${", "#{")):
+                    # an expression assignee follows its variable (a 督办 REASSIGN, a T4 reassignment)
+                    row.assignee = self._evaluate_text(info["assignee"], ready[task_id].data, "camunda:assignee")
                 continue
             if task_id in completed:
                 row.state, row.completed_by, row.completed_at = "completed", completed[task_id], now
@@ -925,6 +940,21 @@ class Engine:
         for task_id, groups in groups_of.items():
             for group in groups:
                 session.add(WorkItemGroupRow(work_item_id=task_id, group_name=group))
+
+    def _refresh_due(self, row: WorkItemRow, text: str | None, data: dict[str, Any]) -> None:
+        """An open item whose ``camunda:dueDate`` is an expression follows its variable (a supervisor's
+        EXTEND, a recomputed SLA); a duration such as ``P2D`` keeps counting from the item's creation."""
+        if not text or not text.strip().startswith(("${", "#{")):
+            return
+        try:
+            value = self.runtime.script_engine.evaluator.evaluate(text, data)
+        except ExpressionError:
+            return
+        if isinstance(value, str) and value.strip().startswith("P"):
+            return
+        due = self._due(text, data)
+        if due is not None and due != row.due_at:
+            row.due_at = due
 
     def _evaluate_text(self, text: str | None, data: dict[str, Any], what: str) -> str | None:
         if not text:

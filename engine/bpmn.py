@@ -40,6 +40,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     TimeDateEventDefinition,
     TimerEventDefinition,
 )
+from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import MultiInstanceTask
 from SpiffWorkflow.camunda.parser.CamundaParser import CamundaParser
 from SpiffWorkflow.camunda.parser.event_parsers import (
     CamundaBoundaryEventParser,
@@ -103,27 +104,57 @@ def instance_scope(workflow) -> dict[str, Any]:
     return top.data.setdefault(SCOPE_KEY, {})
 
 
+LOCAL_SCOPE_KEY = "gridflow_local"
+
+
+def multi_instance_body(task):
+    """The multi-instance child whose body ``task`` runs in (itself, or the task that owns its
+    sub-process), or None outside multi-instance bodies."""
+    current = task
+    while current is not None:
+        if current.parent is not None and isinstance(current.parent.task_spec, MultiInstanceTask):
+            return current
+        workflow = current.workflow
+        if workflow is workflow.top_workflow:
+            return None
+        current = workflow.top_workflow.get_task_from_id(workflow.parent_task_id)
+    return None
+
+
 def share_with_live_tasks(source, changes: dict[str, Any]) -> None:
-    """Record variables written by one task in the instance scope and give them to every live task.
+    """Record variables written by one task and give them to the live tasks that see them.
 
     SpiffWorkflow keeps data per path; process owners expect Camunda's instance-wide variables
-    (a reminder branch sets ``overdue`` that the main path reads later). Each live task gets
-    its own deep copy, so no two tasks share a nested list or dict.
+    (a reminder branch sets ``overdue`` that the main path reads later). Inside a multi-instance
+    body (one inspection per customer) what a task writes is local to that body, so parallel
+    bodies never overwrite each other. Each task gets its own deep copy.
     """
     if not changes:
         return
-    instance_scope(source.workflow).update(copy.deepcopy(changes))
+    body = multi_instance_body(source)
+    if body is None:
+        instance_scope(source.workflow).update(copy.deepcopy(changes))
+    else:
+        body.internal_data.setdefault(LOCAL_SCOPE_KEY, {}).update(copy.deepcopy(changes))
     for task in tasks_in_state(source.workflow, _LIVE):
-        if task is not source:
+        if task is not source and (body is None or multi_instance_body(task) is body):
             task.data.update(copy.deepcopy(changes))
+    if body is not None:
+        body.data.update(copy.deepcopy(changes))
 
 
 def sync_live_tasks(workflow) -> None:
-    """Give the instance scope to every live task (tasks SpiffWorkflow created from stale parents)."""
+    """Give the instance scope (and their body's local variables) to every live task.
+
+    Needed because SpiffWorkflow creates tasks with copies of their parent's data, which may be stale.
+    """
     scope = instance_scope(workflow)
-    if scope:
-        for task in tasks_in_state(workflow, _LIVE):
+    for task in tasks_in_state(workflow, _LIVE):
+        if scope:
             task.data.update(copy.deepcopy(scope))
+        body = multi_instance_body(task)
+        if body is not None and body.internal_data.get(LOCAL_SCOPE_KEY):
+            task.data.update(copy.deepcopy(body.internal_data[LOCAL_SCOPE_KEY]))
 
 
 class HandlerTask(ManualTask):

@@ -89,7 +89,8 @@ def queue_query(*, instance_id: str | None = None, group: str | None = None, ass
         query = query.where(WorkItemRow.due_at < overdue_at)
     if flow:
         query = query.where(WorkItemRow.definition_key == flow)
-    query = query.order_by(WorkItemRow.due_at.is_(None), WorkItemRow.due_at, WorkItemRow.created_at, WorkItemRow.id)
+    query = query.order_by(WorkItemRow.due_at.is_(None), WorkItemRow.due_at, WorkItemRow.created_at,
+                           WorkItemRow.instance_id, WorkItemRow.bpmn_id, WorkItemRow.id)
     if limit:
         query = query.limit(limit)
     return query

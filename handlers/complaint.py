@@ -30,10 +30,15 @@ URGENT_FACTS = {"injuryOrSafety": "人身伤亡 / 安全隐患", "importantCusto
 def send_complaint_receipt(variables: dict[str, Any], ctx) -> dict[str, Any]:
     """受理回执: tell the customer the order number and the limits of a GENERAL complaint."""
     version, recorded = policy(variables, ctx.now)
+    number = variables.get("workOrderNo")
+    if not number:  # a complaint converted from a revisit arrives without its own order number
+        source = variables.get("sourceOrderNo")
+        number = f"{source}-TS" if source else f"TS{ctx.now:%Y%m%d}{ctx.instance_id[:8]}"
+        recorded = {**recorded, "workOrderNo": number}
     contact = version.duration("complaint.contact")
     hours = contact.removeprefix("PT").removesuffix("H")
     notify(ctx, "sms", variables.get("contactPhone") or "", "complaint_receipt.j2",
-           customerName=variables.get("customerName") or "客户", workOrderNo=variables.get("workOrderNo") or "",
+           customerName=variables.get("customerName") or "客户", workOrderNo=number,
            registeredAt=_local_long(as_instant(variables.get("registeredAt")) or ctx.now),
            channelLabel=CHANNEL_LABELS.get(variables.get("channel"), variables.get("channel") or ""),
            contactLimitText=f"{hours}小时" if hours.isdigit() else contact,

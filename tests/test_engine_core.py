@@ -279,3 +279,30 @@ def test_bpmn_error_from_a_handler_takes_the_error_boundary(engine):
     assert fallback.variables["errorCode"] == "REMOTE_FAILED"
     [event] = [e for e in engine.history(fallback.id) if e.type == "bpmn_error"]
     assert event.bpmn_id == "remoteReconnect" and event.data["message"] == "电能表离线，远程复电失败"
+
+
+def test_multi_instance_bodies_keep_their_own_variables(engine):
+    """One inspection per customer: what one body writes never reaches a parallel body."""
+    from engine.store import InstanceRow
+
+    def task_data(instance_id):
+        with engine.store.read() as session:
+            row = session.get(InstanceRow, instance_id)
+            workflow = engine.runtime.load(engine._bundle(session, row.definition_id), row.state_json)
+        return {t.id: engine.runtime.find_task(workflow, t.id).data for t in engine.tasks(instance_id=instance_id)}
+
+    deploy(engine, "mi_local.bpmn")
+    instance = engine.start("inspect_each", {"customers": ["户A", "户B"], "planNo": "P-12"})
+    findings = {"户A": "窃电", "户B": "正常"}
+    for task_id, data in task_data(instance.id).items():
+        engine.complete(task_id, {"finding": findings[data["customer"]]})
+    for task in reversed(engine.tasks(instance_id=instance.id)):  # settle in the other order
+        assert task.bpmn_id == "settle"
+        engine.complete(task.id, {"settlement": "已处理"})
+    reports = task_data(instance.id)
+    assert {engine.task(t).bpmn_id for t in reports} == {"confirmReport"}
+    assert {d["customer"]: d["reportText"] for d in reports.values()} == {"户A": "户A:窃电", "户B": "户B:正常"}
+    assert all(d["planNo"] == "P-12" for d in reports.values())  # instance variables stay visible
+    for task_id in reports:
+        engine.complete(task_id, {})
+    assert engine.instance(instance.id).status == "completed"
