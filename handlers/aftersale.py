@@ -40,12 +40,9 @@ from engine.sla import SHANGHAI, wall_clock_sla
 from handlers import BpmnError, handler
 
 from . import simulated_systems as sim
-from .common import after, as_instant, local_text, notify, policy, policy_table
+from .common import after, as_instant, calendar, local_text, notify, policy, policy_table
 from .simulated_systems import money
 
-SERVICE_LABELS = {"REPAIR": "故障报修", "BILL_QUERY": "电费查询", "NAME_CHANGE": "过户/更名", "RECONNECT": "复电",
-                  "INSPECTION": "用电检查", "METER_CHECK": "电能表校验", "APPLIANCE_DAMAGE": "电器损坏",
-                  "OTHER": "其他服务申请"}
 FAULT_TYPE_LABELS = {"NO_POWER": "无电", "PARTIAL_POWER": "部分无电", "VOLTAGE_ABNORMAL": "电压异常",
                      "LINE_DOWN_FIRE": "线路断落/冒烟着火", "METERING_FAULT": "计量装置故障", "OTHER": "其他"}
 DELAY_LABELS = {"WEATHER": "天气", "TRAFFIC": "交通", "OTHER": "其他"}
@@ -106,8 +103,6 @@ def register_service_order(variables: dict[str, Any], ctx) -> dict[str, Any]:
     for name in OPTIONAL_REQUEST_FIELDS:
         if name not in variables:
             result[name] = None
-    result["serviceTypeLabel"] = SERVICE_LABELS.get(variables.get("serviceType") or result.get("serviceType"),
-                                                    SERVICE_LABELS["OTHER"])
     return result
 
 
@@ -198,7 +193,7 @@ def compute_repair_sla(variables: dict[str, Any], ctx) -> dict[str, Any]:
     if important:
         due = min(due, after(now, version.duration("repair.arrive.IMPORTANT")))
     ceiling = version.ceiling_duration(arrive_key)
-    cap = after(now, ceiling) if ceiling else after(due, version.duration("repair.restore.escalateAfter"))
+    cap = after(now, ceiling) if ceiling else calendar().add_working_days(due, 1)  # §9.3 without a ceiling
     fraction = float(version.number("repair.remindFraction"))
     return {**recorded, "repairArea": area, "importantCustomer": important,
             "arriveRemindAt": _floor(now + (due - now) * fraction), "arriveDue": due, "arriveCap": max(cap, due),
@@ -226,6 +221,7 @@ def dispatch_repair_order(variables: dict[str, Any], ctx) -> dict[str, Any]:
              repairOrderNo=order_no, priority=priority, paid=bool(variables.get("paid")))
     if hazard:
         notify(ctx, "sms", "dispatcher", "notify_dispatcher_urgent.j2", repairOrderNo=order_no,
+               workOrderNo=variables.get("workOrderNo") or "",
                faultTypeLabel=fault, faultAddress=variables.get("faultAddress") or "",
                contactPhone=variables.get("contactPhone") or "", arriveDueText=local_text(variables.get("arriveDue")),
                description=variables.get("description") or "")
@@ -413,7 +409,7 @@ def reject_name_change(variables: dict[str, Any], ctx) -> dict[str, Any]:
     """Tell the applicant the change cannot be made and point to 新装 / 变更用电; reason from ``rejectReason``."""
     notify(ctx, "sms", variables.get("newContactPhone") or variables.get("contactPhone") or "",
            "name_change_reject.j2", newCustomerName=variables.get("newCustomerName") or "客户",
-           customerNo=variables.get("customerNo") or "",
+           customerNo=variables.get("customerNo") or "", workOrderNo=variables.get("workOrderNo") or "",
            changeTypeLabel="过户" if variables.get("changeType") == "TRANSFER" else "更名",
            reason=variables.get("rejectReason") or "不符合更名/过户条件")
     return {"rejectedAt": _floor(_now(ctx))}
@@ -484,7 +480,8 @@ def inform_amount_due(variables: dict[str, Any], ctx) -> dict[str, Any]:
     arrears = money(variables.get("arrears") or 0)
     penalty_total = money(variables.get("penalty") or 0)
     notify(ctx, "sms", variables.get("contactPhone") or "", "amount_due_notice.j2", customerName=_name(variables),
-           customerNo=variables.get("customerNo") or "", arrearsText=_yuan(arrears), penaltyText=_yuan(penalty_total),
+           customerNo=variables.get("customerNo") or "", workOrderNo=variables.get("workOrderNo") or "",
+           arrearsText=_yuan(arrears), penaltyText=_yuan(penalty_total),
            amountDueText=_yuan(arrears + penalty_total), channelLabels=_payment_channels(),
            reconnectLimit=_reconnect_limit_text(version))
     return {**recorded, "amountDueSentAt": _floor(_now(ctx))}

@@ -377,6 +377,7 @@ def test_onsite_reconnection_reminds_at_50_and_80_percent_then_supervises_and_es
               user="banzhang")
     assert case.variables["reconnectDueAt"] == new_due and case.variables["overdue"] is False
     assert case.variables["reconnectCapAt"] == paid_at + timedelta(days=3)     # Art. 69 ceiling never moves
+    assert item(aftersale, order.id, "onsiteReconnect").due_at == new_due
     assert advance(aftersale, clock, timedelta(days=2)) == 1                    # T3 at paidAt + P3D
     case = aftersale.instance(order.id)
     assert case.variables["complianceBreach"] is True
@@ -425,6 +426,7 @@ def test_late_arrival_fires_reminder_supervision_apology_and_escalation(aftersal
               bad={"decision": "REASSIGN", "reason": "改派其他班组"}, match="newAssignee", user="qiangxiu_banzhang")
     assert case.variables["arriveDue"] == new_due and case.variables["overdue"] is False
     assert case.variables["arriveCap"] == dispatched + timedelta(minutes=60)   # capIsCeiling: unchanged
+    assert item(aftersale, order.id, "arriveOnSite").due_at == new_due          # the work item follows
     [notice] = outbox(aftersale, order.id, "supervise_notice.j2")
     assert "延期至" in notice["text"]
 
@@ -788,3 +790,44 @@ def test_monthly_survey_samples_last_months_closed_orders_and_aggregates_the_ans
     assert done.status == "completed"
     assert (done.variables["surveyedCount"], done.variables["reachedCount"]) == (3, 2)
     assert done.variables["satisfactionRate"] == 0.5
+
+
+# -- computeDue contract (handlers/timing.py), shared with presale / midsale -------------------------------
+def _context(bpmn_id: str, now: datetime, **properties):
+    from engine.expressions import ExpressionEvaluator
+    from handlers.registry import HandlerContext
+
+    return HandlerContext(instance_id="i-1", business_key=None, task_id="t-1", bpmn_id=bpmn_id, topic="computeDue",
+                          now=now, idempotency_key="i-1:t-1", properties=properties,
+                          evaluate=ExpressionEvaluator(lambda: now).evaluate)
+
+
+def test_compute_due_short_working_day_budget_reminds_at_50_and_80_percent():
+    from handlers.timing import compute_due
+
+    friday = at("2026-12-04T15:59:59+08:00")
+    result = compute_due({"policyVersion": "2023-12"}, _context("computeApplianceReplyDue", friday,
+                                                                 policyKey="appliance.reply"))
+    due = at("2026-12-07T23:59:59+08:00")                                       # Monday: 1 WD
+    assert result["applianceReplyDueAt"] == due and result["overdue"] is False
+    assert result["applianceReplyRemindAt"] == friday + (due - friday) / 2     # clamp rule: 50 % …
+    assert result["applianceReplyRemind80At"] == friday + (due - friday) * 4 / 5  # … and 80 %
+    assert result["applianceReplyCapAt"] == at("2026-12-08T23:59:59+08:00")    # due + 1 WD
+    assert result["applianceReplyCapIsCeiling"] is False and "policyVersion" not in result
+
+
+def test_compute_due_wall_clock_limit_from_a_start_variable_with_its_ceiling_and_own_names():
+    from handlers.timing import compute_due
+
+    now = at("2026-12-01T12:00:00+08:00")
+    result = compute_due({"paidAt": "2026-12-01T08:00:00+08:00"},
+                         _context("computeReconnectDue", now, policyKey="${'reconnect.' + 'afterPayment'}",
+                                  start="paidAt", dueVariable="reconnectDueAt"))
+    assert result["policyVersion"] == "2023-12" and result["reconnectSlaKey"] == "reconnect.afterPayment"
+    assert result["reconnectDueAt"] == at("2026-12-02T08:00:00+08:00")         # paidAt + PT24H
+    assert result["reconnectRemindAt"] == at("2026-12-01T20:00:00+08:00")      # 50 %
+    assert result["reconnectRemind80At"] == at("2026-12-02T03:12:00+08:00")    # 80 %
+    assert result["reconnectCapAt"] == at("2026-12-04T08:00:00+08:00")         # ceiling P3D (Art. 69)
+    assert result["reconnectCapIsCeiling"] is True
+    with pytest.raises(ValueError, match="policyKey"):
+        compute_due({}, _context("computeSomethingDue", now))
