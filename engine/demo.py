@@ -18,7 +18,7 @@ from typing import Any
 
 from .api import Engine
 from .clock import SHANGHAI, FixedClock
-from .errors import GridflowError
+from .errors import GridflowError, NotFound
 from .simulation import FormFiller
 
 PROCESSES_DIR = Path(__file__).resolve().parent.parent / "processes"
@@ -59,8 +59,9 @@ def _start_aftersale(engine: Engine, rng: random.Random, number: str, now: datet
 
 
 def _start_presale(engine: Engine, rng: random.Random, number: str, now: datetime):
-    data = {"applicationNo": number, "channel": rng.choice(CHANNELS[:5]), "acceptedAt": now.isoformat()}
-    return engine.start("presale_plan", data, business_key=number, user="counter")
+    """The intake's ``msgRequestReceived``: the 12-digit application number and the channel (presale_plan.md)."""
+    return engine.correlate("msgRequestReceived", {"applicationNo": number, "business_key": number},
+                            {"channel": rng.choice(CHANNELS[:5])}, user="95598")
 
 
 FLOWS = [
@@ -72,7 +73,8 @@ FLOW_LABELS = {"presale_plan": "售前", "midsale_connection": "售中", "afters
                "complaint_handling": "投诉", "revisit": "回访"}
 
 
-def _form_overrides(form_key: str | None, rng: random.Random, now: datetime) -> dict[str, Any]:
+def _form_overrides(form_key: str | None, rng: random.Random, now: datetime,
+                    case: dict[str, Any] | None = None) -> dict[str, Any]:
     """Operator behaviour that keeps cases realistic: most reviews pass, most customers are satisfied."""
     if form_key == "reviewResult":
         return {"approved": rng.random() < 0.85}
@@ -95,6 +97,8 @@ def _form_overrides(form_key: str | None, rng: random.Random, now: datetime) -> 
                 "staffMisconduct": rng.random() < 0.05, "escalationTendency": rng.random() < 0.1}
     if form_key in AFTERSALE_FORMS:
         return _aftersale_overrides(form_key, rng, now)
+    if form_key in SALES_FORMS:
+        return _sales_overrides(form_key, rng, now, case or {})
     return {}
 
 
@@ -173,6 +177,116 @@ def _aftersale_overrides(form_key: str, rng: random.Random, now: datetime) -> di
     return {}
 
 
+SALES_FORMS = {"acceptRequest", "answerConsult", "reviewMaterials", "dispatchSurvey", "fieldSurvey", "draftPlan",
+               "jointReviewPlan", "replyPlan", "collectFee", "handlePlanExpiry", "designReview", "midInspection",
+               "completionAcceptance", "installMeterAndConnect"}
+# the messages a waiting presale / midsale customer sends (processes/*.md, Messages)
+CUSTOMER_MESSAGES = {"presale_plan": ("msgMaterialsSupplied",),
+                     "midsale_connection": ("msgDesignSubmitted", "msgMidInspectionRequested", "msgRectified",
+                                            "msgCompletionReported")}
+# presale applications: (weight, businessType, voltages, elecCategory, kVA range, sources, importance levels)
+APPLICATIONS = [
+    (45, "LV_RES_NEW", ["AC02202"], "RESIDENTIAL", (4, 16), 1, ["05"]),
+    (22, "LV_NONRES_NEW", ["AC03802", "AC03802", "TBD"], "INDUSTRY_COMMERCE", (30, 95), 1, ["05"]),
+    (18, "HV_NEW", ["AC00101"], "INDUSTRY_COMMERCE", (315, 2000), 1, ["05", "05", "04"]),
+    (8, "HV_NEW", ["AC00101", "AC00351"], "INDUSTRY_COMMERCE", (1600, 6300), 2, ["02", "03"]),
+    (7, "HV_TEMP", ["AC00101"], "INDUSTRY_COMMERCE", (200, 800), 1, ["05"]),
+]
+COMPANY_NAMES = ["湖南湘江食品有限公司", "长沙麓谷精密电子有限公司", "星沙万象商业广场有限公司", "岳麓印务有限公司",
+                 "芙蓉国际酒店有限公司", "天心冷链物流有限公司", "开福新型建材有限公司", "雨花机械制造有限公司"]
+PERSON_NAMES = ["李秀英", "王建国", "张伟", "刘芳", "陈敏", "杨洋", "黄磊", "赵静", "周杰", "吴娟"]
+STREETS = ["岳麓区桐梓坡路", "芙蓉区五一大道", "天心区劳动西路", "开福区湘江中路", "雨花区韶山北路", "长沙县星沙大道"]
+
+
+def _sales_overrides(form_key: str, rng: random.Random, now: datetime, case: dict[str, Any]) -> dict[str, Any]:
+    """Presale / midsale answers whose rules depend on other fields or on the case (see processes/*.md, Forms)."""
+    today = now.date().isoformat()
+    hv = case.get("customerClass") not in (None, "LV_RES", "LV_NONRES")
+    if form_key == "acceptRequest":
+        contact = rng.choice(PERSON_NAMES)
+        phone = "1" + rng.choice("3578") + "".join(rng.choice("0123456789") for _ in range(9))
+        if rng.random() < 0.3:
+            return {"requestType": "CONSULT", "contactName": contact, "contactPhone": phone,
+                    "consultTopic": rng.choice(["POLICY", "PROCEDURE", "PRICE", "CONNECTION"])}
+        _, business, voltages, category, (low, high), sources, levels = rng.choices(
+            APPLICATIONS, [a[0] for a in APPLICATIONS])[0]
+        residential = category == "RESIDENTIAL"
+        address = f"长沙市{rng.choice(STREETS)}{rng.randint(1, 399)}号" + (
+            f"{rng.randint(1, 30)}栋{rng.randint(1, 30)}0{rng.randint(1, 4)}室" if residential else "")
+        return {"requestType": "APPLY", "customerName": contact if residential else rng.choice(COMPANY_NAMES),
+                "contactName": contact, "contactPhone": phone, "elecAddress": address,
+                "urbanRuralFlag": rng.choices(["01", "02"], [80, 20])[0], "businessType": business,
+                "voltageLevel": rng.choice(voltages), "elecCategory": category, "powerSourceCount": sources,
+                "newCapacityKva": rng.randint(low, high), "importanceLevel": rng.choice(levels)}
+    if form_key == "answerConsult":
+        now_ = rng.random() < 0.7
+        return {"answeredNow": now_, **({} if now_ else {"transferTo": rng.choice(["MARKETING", "DEVELOPMENT"])})}
+    if form_key == "reviewMaterials":
+        residential = case.get("elecCategory") == "RESIDENTIAL"
+        choices = ["PROPERTY_PROOF", "PROXY"] if residential else ["PROPERTY_PROOF", "EQUIPMENT_LIST", "PROXY"]
+        missing = [] if rng.random() < 0.8 else rng.sample(choices, 2)
+        data = {"certType": "01" if residential else "04", "acceptWithIdOnly": rng.random() < 0.1,
+                "certNo": _resident_id(rng) if residential else "91430100MA4L0H3P1A", "missingItems": missing,
+                "surveyByClerk": case.get("customerClass") == "LV_RES" and rng.random() < 0.5}
+        if not residential:
+            data["licenceProvided"] = True
+        return data
+    if form_key == "dispatchSurvey":
+        return {"surveyorId": rng.choice(["zhangqiang", "liyang", "wanglei"]),
+                "appointmentAt": (now + timedelta(hours=rng.randint(2, 20))).isoformat()}
+    if form_key == "fieldSurvey":
+        voltage = case.get("voltageLevel")
+        if voltage in (None, "TBD"):
+            voltage = "AC00101" if hv else "AC03802"
+        supply = rng.random() < 0.95
+        data = {"approvedCategory": case.get("elecCategory") or "INDUSTRY_COMMERCE", "approvedVoltage": voltage,
+                "approvedCapacityKva": case.get("newCapacityKva") or 10,
+                "needGridProject": hv and rng.random() < 0.3,
+                "photos": [f"survey/{case.get('applicationNo', 'x')}-1.jpg"], "canSupply": supply}
+        return data if supply else {**data, "noSupplyReason": "周边线路已满载，暂无可用接入间隔"}
+    if form_key == "draftPlan":
+        capacity = case.get("approvedCapacityKva") or case.get("totalCapacityKva") or 10
+        count = int(case.get("powerSourceCount") or 1)
+        natures = ["10", "20", "30"]
+        data = {"supplyVoltage": case.get("approvedVoltage") or "AC02202", "meteringMode": "1" if hv else "3",
+                "priceType": "IC_TWO_PART" if hv else (
+                    "RESIDENTIAL" if case.get("customerClass") == "LV_RES" else "IC_SINGLE"),
+                "powerSources": [{"sourceNo": str(i + 1), "nature": natures[min(i, 2)], "capacityKva": capacity,
+                                  "sourcePointInfo": f"110kV变电站10kV 9{rng.randint(10, 40)}线"}
+                                 for i in range(count)]}
+        if hv:
+            data["ctRatio"] = rng.choice(["100/5", "200/5", "300/5"])
+        if case.get("needGridProject"):
+            data["gridPlannedFinish"] = (now + timedelta(days=rng.randint(10, 40))).date().isoformat()
+        return data
+    if form_key == "jointReviewPlan":
+        return {"approved": True} if rng.random() < 0.85 else {"approved": False, "reviewComment": "电源接入点需调整"}
+    if form_key == "replyPlan":
+        accepts = rng.random() < 0.85
+        data = {"planReplyDate": today, "customerSigned": accepts, "customerAccepts": accepts}
+        return {**data, "customerSignDate": today} if accepts else {**data, "objection": "对产权分界点有异议"}
+    if form_key == "collectFee":
+        return {"paidAmount": case.get("feeTotal") or 0.01, "paymentChannel": rng.choice(["0104", "0208", "0101"])}
+    if form_key == "handlePlanExpiry":
+        if rng.random() < 0.7:
+            return {"decision": "EXTEND", "reason": "客户申请延期",
+                    "planValidUntil": (now + timedelta(days=90)).date().isoformat()}
+        return {"decision": "CANCEL", "reason": "客户终止办理"}
+    if form_key == "designReview":
+        passed = rng.random() < 0.8
+        return {"result": "PASS"} if passed else {"result": "FAIL", "defects": ["未设置双电源闭锁装置"]}
+    if form_key in ("midInspection", "completionAcceptance"):
+        passed = rng.random() < 0.8
+        data = {"inspectors": ["liuyang", "chenjie"], "result": "PASS" if passed else "FAIL"}
+        return data if passed else {**data, "rectifyList": ["接地电阻不合格"]}
+    if form_key == "installMeterAndConnect":
+        data = {"sealNos": [f"HN-{rng.randint(100000, 999999)}"], "connectedAt": now.isoformat()}
+        if case.get("meteringMode") in ("1", "2"):
+            data["ctRatio"] = case.get("ctRatio") or "200/5"
+        return data
+    return {}
+
+
 @dataclass
 class DemoReport:
     """What the demo prints: per-flow counts, SLA adherence, reminders, escalations, complaint severities."""
@@ -206,6 +320,7 @@ class ServiceCentre:
         self.filler = FormFiller(self.rng, clock.now)
         self.cases, self.days, self.late_share = cases, days, late_share
         self.planned: dict[str, datetime] = {}
+        self.customer_due: dict[str, datetime] = {}
         self.report = DemoReport()
 
     def arrivals(self, flows: list[FlowMix]) -> list[tuple[datetime, FlowMix]]:
@@ -225,6 +340,29 @@ class ServiceCentre:
             return max(task.due_at, task.created_at) + timedelta(hours=self.rng.uniform(1, 30))
         return task.created_at + timedelta(minutes=self.rng.expovariate(1 / 50))
 
+    def customers(self) -> None:
+        """Customers of presale/midsale cases that wait on them (documents, design, construction,
+        rectification, completion report) act a few hours to two days later."""
+        now = self.clock.now()
+        for key, names in CUSTOMER_MESSAGES.items():
+            for instance in self.engine.instances(key=key, status="running", limit=100000):
+                if instance.ready_tasks:
+                    continue
+                due = self.customer_due.setdefault(instance.id, now + timedelta(hours=self.rng.uniform(2, 48)))
+                if due > now:
+                    continue
+                del self.customer_due[instance.id]
+                number = instance.business_key or instance.variables.get("applicationNo")
+                for name in names:
+                    try:
+                        self.engine.correlate(name, {"applicationNo": number}, {}, ttl="PT0S", user="customer")
+                        break
+                    except NotFound:
+                        continue
+                    except GridflowError as exc:
+                        self.report.errors[f"customer {name}: {type(exc).__name__}"] += 1
+                        break
+
     def work(self) -> None:
         now = self.clock.now()
         for task in self.engine.tasks(limit=5000):
@@ -233,7 +371,7 @@ class ServiceCentre:
                 continue
             case = self.engine.instance(task.instance_id).variables
             data = self.filler.fill(self.engine.form_schema(task.id),
-                                    _form_overrides(task.form_key, self.rng, now), case)
+                                    _form_overrides(task.form_key, self.rng, now, case), case)
             try:
                 self.engine.complete(task.id, data, user=task.assignee or None)
             except GridflowError as exc:
@@ -261,6 +399,7 @@ class ServiceCentre:
                     self.report.errors[f"start {flow.key}: {type(exc).__name__}"] += 1
             self.engine.run_due()
             self.engine.run_jobs("demo-worker", limit=200)
+            self.customers()
             self.work()
             self.clock.advance(TICK)
             if progress:

@@ -23,7 +23,8 @@ def at(text: str) -> datetime:
 
 def register(channel="95598_PHONE", **facts):
     data = {"channel": channel, "customerName": "张伟", "customerNo": "3100123456", "contactPhone": "13812345678",
-            "elecAddress": "广州市天河区中山大道100号", "content": "近一个月家中频繁停电，每次停电都没有提前通知，影响生活。",
+            "elecAddress": "广州市天河区中山大道100号",
+            "content": "近一个月家中频繁停电，每次停电都没有提前通知，影响生活。",
             "demand": "要求说明停电原因并保证今后提前通知", "category": "OUTAGE", "escalationTendency": False,
             "injuryOrSafety": False, "importantCustomerOutage": False, "mediaInvolved": False,
             "affectedCustomerCount": 1, "staffMisconduct": False}
@@ -270,7 +271,8 @@ def test_unsatisfied_revisit_leads_to_review_rehandle_and_then_close(engine, clo
 def test_terminate_service_needs_a_legal_basis(engine, clock):
     clock.set(at("2026-12-07T09:00:00"))
     instance_id = open_complaint(engine, clock)
-    answers = forms(clock, revisitCustomer=lambda v: {"reached": True, "resolved": False, "satisfaction": "UNSATISFIED"})
+    answers = forms(clock, revisitCustomer=lambda v: {"reached": True, "resolved": False,
+                                                      "satisfaction": "UNSATISFIED"})
     drive(engine, clock, instance_id, answers)
     finish_revisit(engine, clock, instance_id, answers)
     [review] = drive(engine, clock, instance_id, answers, stop_at=("reviewComplaint",))

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any
 
-import jinja2
 import pytest
 from conftest import ROOT, SHANGHAI, TESTS
-from jinja2 import meta
 
 from engine.errors import InvalidInput, NotFound
 from engine.sla import default_calendar
@@ -370,8 +367,9 @@ def test_transferred_consult_4wd_clock_across_national_day_with_reminder_supervi
     v = engine.instance(instance_id).variables
     assert (v["consultDueAt"], v["overdue"]) == (at("2026-10-12T18:00:00"), False)
     assert "延期至10月12日 18:00" in outbox(engine, instance_id)[-1]["text"]
-
     [item] = engine.tasks(instance_id=instance_id)
+    assert item.due_at == at("2026-10-12T18:00:00")  # the late task's work item follows the extension
+    assert engine.tasks(overdue=True) == []
     engine.complete(item.id, table["handleTransferredConsult"]({}), user="am01")
     assert [o["template"] for o in outbox(engine, instance_id)][-1] == "policy_info.j2"
     v = engine.instance(instance_id).variables
@@ -670,6 +668,48 @@ def test_plan_stage_t1_t2_t3_across_mid_autumn_and_national_day(engine, clock):
     escalation = outbox(engine, instance_id)[-1]
     assert escalation["to"] == "manager" and "已触及监管时限" in escalation["text"]
     assert ready_ids(engine, instance_id) == ["dispatchSurvey"]  # the stage itself keeps running
+
+
+def test_hv_dual_important_plan_previews_the_fee_and_hands_over_to_a_fee_bearing_midsale(engine, clock):
+    clock.set(at("2026-12-01T09:00:00"))
+    engine.deploy(PROCESSES)
+    number = "202612010014"
+    instance_id = apply(engine, clock, number, PRECISION)
+    v = engine.instance(instance_id).variables
+    assert (v["customerClass"], v["importanceLevel"], v["powerSourceCount"]) == ("HV_DUAL", "03", 2)
+    drive(engine, clock, instance_id, answers(clock), stop_at=("draftPlan",))
+    [draft] = engine.tasks(instance_id=instance_id)
+    view = engine.task_view(draft.id)
+    [preview] = view.variables["feesPreview"]  # the read-only F1.6 field shows the dry run
+    assert (preview["name"], preview["amount"]) == ("高可靠性供电费", 650000.0)
+    assert view.form_schema["properties"]["feesPreview"]["readOnly"] is True
+    v = view.variables
+    # HV_DUAL: 18 WD plan budget, ceiling 45 WD, class total 32 WD (D2)
+    assert v["planDueAt"] == CAL.add_working_days(v["acceptedAt"], 18) == draft.due_at
+    assert v["planCapAt"] == CAL.add_working_days(v["acceptedAt"], 45)
+    budgets = {"plan": 18, "design": 3, "mid": 2, "complete": 3, "connect": 3}
+    assert (v["ykBudgets"], v["ykTotalBudget"]) == (budgets, 32)
+    drive(engine, clock, instance_id, answers(clock))
+    assert engine.instance(instance_id).variables["planOutcome"] == "ACCEPTED"
+    midsale = midsale_of(engine, number)
+    v = midsale.variables
+    assert (v["feeTotal"], v["contactPhone"], v["approvedCapacityKva"]) == (650000.0, "0731-84561234", 2500)
+    [collect] = engine.tasks(instance_id=midsale.id)
+    assert (collect.bpmn_id, collect.candidate_groups) == ("collectFee", ["cashier"])
+    ledger = [entry["taskId"] for entry in v["slaLedger"]]
+    assert "jointReviewPlan" in ledger and "dispatchSurvey" in ledger
+
+
+def test_capacity_increase_adds_the_existing_capacity_of_the_account(engine, clock):
+    from handlers.sales import existing_capacity_kva
+
+    engine.deploy(PROCESSES)
+    request = {**FACTORY, "businessType": "HV_INCREASE", "customerNo": "4301234567", "newCapacityKva": 400}
+    instance_id = apply(engine, clock, "202612010015", request)
+    v = engine.instance(instance_id).variables
+    existing = existing_capacity_kva("4301234567")
+    assert existing > 0
+    assert (v["originalCapacityKva"], v["totalCapacityKva"]) == (existing, 400 + existing)
 
 
 # == presale → midsale handover, LV_RES end to end ========================================================
@@ -1145,39 +1185,3 @@ def test_invalid_technical_guidance_is_refused(engine, clock):
     with pytest.raises(InvalidInput, match="guidance"):
         engine.complete(task.id, {"topic": "EQUIPMENT", "guidance": "见附件"}, user="am01")
     assert engine.instance(instance_id).variables == before
-
-
-# == notice templates of these flows ======================================================================
-SALES_TEMPLATES: dict[str, dict[str, Any]] = {
-    "missing_items_notice.j2": dict(signature="国网长沙供电公司", customerName="周杰", applicationNo="202612010004",
-                                    businessLabel="低压非居民新装", items=["营业执照", "用电设备清单（加盖公章）"],
-                                    waitDays=30, deadline="12月31日", hotline="95598"),
-    "policy_info.j2": dict(signature="国网长沙供电公司", contactName="赵敏", topicLabel="新装增容变更",
-                           businessLabel="", materials=["用电申请书", "营业执照"], channels=["网上国网App"],
-                           hotline="95598"),
-    "application_withdrawn.j2": dict(signature="国网长沙供电公司", customerName="李秀英", applicationNo="202612010005",
-                                     noticeDate="12月1日", hotline="95598"),
-    "fee_reminder.j2": dict(signature="国网长沙供电公司", customerName="湖南星沙精密制造有限公司",
-                            applicationNo="202612010020", feeItems=["高可靠性供电费"], feeTotalText="650000.00",
-                            validUntil="2027年12月1日", remindCount=2, hotline="95598"),
-    "rectify_notice.j2": dict(signature="国网长沙供电公司", customerName="湖南星沙精密制造有限公司",
-                              applicationNo="202612010027", stepLabel="中间检查", items=["电缆埋深不足0.7米"],
-                              nextAction="整改完成后申请复查", noticeNo="ZG0012345678", hotline="95598"),
-    "connection_done.j2": dict(signature="国网长沙供电公司", customerName="李秀英", applicationNo="202612070001",
-                               customerNo="7533976025", connectedAt="12月8日 14:00", newAccount=True, hotline="95598"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(SALES_TEMPLATES))
-def test_sales_notice_templates_render_with_their_documented_variables(name):
-    templates = ROOT / "forms" / "templates"
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
-                             autoescape=False)
-    source = (templates / name).read_text(encoding="utf-8")
-    header = re.match(r"\{#-?(.*?)-?#\}", source, re.S)
-    documented = set(re.findall(r"^\s{6}(\w+)\s+(?:str|int|bool|list)\b", header.group(1), re.M))
-    assert meta.find_undeclared_variables(env.parse(source)) <= documented == set(SALES_TEMPLATES[name])
-    text = env.get_template(name).render(**SALES_TEMPLATES[name])
-    assert "{{" not in text and "{%" not in text and re.search(r"[\u4e00-\u9fff]", text)
-    number = SALES_TEMPLATES[name].get("applicationNo")
-    assert number is None or number in text
