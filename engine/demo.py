@@ -365,7 +365,9 @@ class ServiceCentre:
 
     def work(self) -> None:
         now = self.clock.now()
-        for task in self.engine.tasks(limit=5000):
+        tasks = self.engine.tasks(limit=5000)
+        # a stable order (ids are random UUIDs), so that one seed gives one run
+        for task in sorted(tasks, key=lambda t: (t.created_at, t.business_key or "", t.bpmn_id, t.name)):
             planned = self.planned.setdefault(task.id, self.plan(task))
             if planned > now:
                 continue
@@ -375,7 +377,7 @@ class ServiceCentre:
             try:
                 self.engine.complete(task.id, data, user=task.assignee or None)
             except GridflowError as exc:
-                self.report.errors[type(exc).__name__] += 1
+                self.report.errors[f"{task.form_key}: {exc}"[:160]] += 1
                 self.planned[task.id] = now + timedelta(hours=1)
                 continue
             self.report.tasks_done += 1

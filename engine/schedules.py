@@ -230,6 +230,8 @@ def trigger(workflow, bpmn_id: str, now: datetime) -> None:
             task._set_internal_data(event_fired=True)
         task.task_spec._update(task)
         return
+    if any(t.task_spec.bpmn_id == bpmn_id for t in workflow.get_tasks(state=TaskState.COMPLETED)):
+        return  # a timeDate already past fires by itself
     raise ValueError(f"process {workflow.spec.name} has no waiting timer start event '{bpmn_id}'")
 
 

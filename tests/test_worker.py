@@ -119,6 +119,18 @@ def test_timer_start_event_creates_instances_on_schedule_once_per_catch_up(engin
     assert all(i.status == "completed" for i in engine.instances(key="hourly_survey"))
 
 
+def test_one_shot_timer_start_events_fire_once(engine, clock):
+    deploy(engine, "timer_start_once.bpmn")  # timeDate 2026-12-05T08:00+08:00; timeDuration P2D after deploy
+    due = {s["process"]: s["next_due_at"] for s in engine.timer_schedules()}
+    assert due == {"once_date": datetime(2026, 12, 5, 8, tzinfo=SHANGHAI), "once_duration": T0 + timedelta(days=2)}
+    clock.set(datetime(2026, 12, 6, 9, tzinfo=SHANGHAI))
+    assert engine.run_due() == 2
+    assert engine.run_due() == 0
+    started = {i.definition_key: [t.bpmn_id for t in i.ready_tasks] for i in engine.instances()}
+    assert started == {"once_date": ["doIt"], "once_duration": ["doThat"]}
+    assert all(s["next_due_at"] is None and s["fired"] == 1 for s in engine.timer_schedules())
+
+
 def test_a_new_version_with_the_same_timer_keeps_the_rhythm_and_starts_the_new_version(engine, clock, tmp_path):
     deploy(engine, "timer_start.bpmn")
     changed = tmp_path / "timer_start.bpmn"
