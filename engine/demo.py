@@ -412,10 +412,12 @@ class ServiceCentre:
 
     def _summarize(self) -> None:
         report = self.report
+        report.cases.clear()  # count every case of the week, also those started by other cases' messages
         for key in FLOW_LABELS:
+            if key == "revisit":
+                continue
             for instance in self.engine.instances(key=key, limit=100000):
-                if key in ("revisit",):
-                    continue
+                report.cases[key] += 1
                 if instance.status == "completed":
                     report.completed[key] += 1
                 elif instance.status == "error":
@@ -428,8 +430,6 @@ class ServiceCentre:
                     topic = event.data.get("topic") if event.type == "handler_completed" else None
                     report.reminders += topic == "sendReminder"
                     report.escalations += topic == "notifyManager"
-                if key not in report.cases:
-                    report.cases[key] += 0
         for item in self.engine.tasks(include_closed=True, limit=10**7):
             if item.state != "completed":
                 continue
