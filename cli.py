@@ -8,6 +8,7 @@ completion stay fast. Errors are one line on stderr with exit code 1 (user error
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -86,6 +87,13 @@ class Settings:
                     clock = FixedClock(parse_instant(self.now))
                 except ValueError as exc:
                     raise click.UsageError(f"--now: {exc}") from None
+            elif os.environ.get("GRIDFLOW_CLOCK_FILE"):  # a simulated clock shared by processes
+                from engine.clock import FileClock
+
+                try:
+                    clock = FileClock(os.environ["GRIDFLOW_CLOCK_FILE"])
+                except ValueError as exc:
+                    raise click.UsageError(f"GRIDFLOW_CLOCK_FILE: {exc}") from None
             self._engine = Engine(self.db or DEFAULT_URL, clock=clock, auto_migrate=migrate)
         return self._engine
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from SpiffWorkflow.bpmn import BpmnEvent
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
@@ -138,7 +140,7 @@ def share_with_live_tasks(source, changes: dict[str, Any]) -> None:
         body.internal_data.setdefault(LOCAL_SCOPE_KEY, {}).update(copy.deepcopy(changes))
     for task in tasks_in_state(source.workflow, _LIVE):
         if task is not source and (body is None or multi_instance_body(task) is body):
-            task.data.update(copy.deepcopy(changes))
+            give(task.data, changes)
     if body is not None:
         body.data.update(copy.deepcopy(changes))
 
@@ -151,10 +153,32 @@ def sync_live_tasks(workflow) -> None:
     scope = instance_scope(workflow)
     for task in tasks_in_state(workflow, _LIVE):
         if scope:
-            task.data.update(copy.deepcopy(scope))
+            give(task.data, scope)
         body = multi_instance_body(task)
         if body is not None and body.internal_data.get(LOCAL_SCOPE_KEY):
-            task.data.update(copy.deepcopy(body.internal_data[LOCAL_SCOPE_KEY]))
+            give(task.data, body.internal_data[LOCAL_SCOPE_KEY])
+
+
+_IMMUTABLE = (str, int, float, type(None), datetime, date, timedelta, Decimal, UUID)
+
+
+def give(data: dict[str, Any], values: dict[str, Any]) -> None:
+    """``data.update(copy.deepcopy(values))``, without copying what ``data`` already holds.
+
+    Immutable values are shared; a list or dict is deep-copied only when ``data`` does not already
+    hold an equal one of its own (an equality test is far cheaper than a deep copy, and every step
+    gives the whole instance scope to every live task). No two tasks end up sharing a mutable value.
+    """
+    for key, value in values.items():
+        if isinstance(value, _IMMUTABLE):
+            data[key] = value
+        else:
+            current = data.get(key, _MISSING)
+            if current is value or current != value:
+                data[key] = copy.deepcopy(value)
+
+
+_MISSING = object()
 
 
 class HandlerTask(ManualTask):
@@ -189,35 +213,35 @@ def _duration_after(text: str, start: datetime, where: str) -> datetime:
     return start + TimerEventDefinition.get_timedelta_from_start(parsed, start)
 
 
-class ClockedTimeDate(TimeDateEventDefinition):
-    """``timeDate``: fires at an absolute instant, which must carry an offset."""
+class _ClockedInstant:
+    """Fires once the engine clock reaches an instant computed when the timer starts waiting."""
 
     def has_fired(self, my_task) -> bool:
         event_value = my_task._get_internal_data("event_value")
         if event_value is None:
             where = f"timer '{my_task.task_spec.bpmn_id}'"
             value = my_task.workflow.script_engine.evaluate(my_task, self.expression)
-            event_value = _instant_text(value, where)
-            _parse_instant(event_value, where)
+            event_value = self.instant(value, _now(my_task), where).isoformat()
             my_task._set_internal_data(event_value=event_value)
         if datetime.fromisoformat(event_value) <= _now(my_task):
             my_task._set_internal_data(event_fired=True)
         return my_task._get_internal_data("event_fired", False)
 
 
-class ClockedDuration(DurationTimerEventDefinition):
+class ClockedTimeDate(_ClockedInstant, TimeDateEventDefinition):
+    """``timeDate``: fires at an absolute instant, which must carry an offset."""
+
+    @staticmethod
+    def instant(value: Any, now: datetime, where: str) -> datetime:
+        return _parse_instant(_instant_text(value, where), where)
+
+
+class ClockedDuration(_ClockedInstant, DurationTimerEventDefinition):
     """``timeDuration``: fires a duration after the timer started waiting."""
 
-    def has_fired(self, my_task) -> bool:
-        event_value = my_task._get_internal_data("event_value")
-        if event_value is None:
-            where = f"timer '{my_task.task_spec.bpmn_id}'"
-            text = my_task.workflow.script_engine.evaluate(my_task, self.expression)
-            event_value = _duration_after(str(text), _now(my_task), where).isoformat()
-            my_task._set_internal_data(event_value=event_value)
-        if datetime.fromisoformat(event_value) <= _now(my_task):
-            my_task._set_internal_data(event_fired=True)
-        return my_task._get_internal_data("event_fired", False)
+    @staticmethod
+    def instant(value: Any, now: datetime, where: str) -> datetime:
+        return _duration_after(str(value), now, where)
 
 
 class ClockedCycle(CycleTimerEventDefinition):

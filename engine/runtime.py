@@ -8,6 +8,7 @@ timers, message subscriptions, variables) that it writes in the same transaction
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ from .clock import Clock
 from .serializer import StateSerializer
 
 MAX_STEPS_PER_COMMAND = 10_000
+RECENT_WORKFLOWS = 32  # workflow objects kept between commands (Runtime.load/dump); bounds the memory they use
 
 
 class StepFailed(Exception):
@@ -112,6 +114,7 @@ class Runtime:
         self.serializer = StateSerializer()
         self.case_finder = None  # set by the engine for the current command
         self.history_reader = None  # instance id -> stored history events; set by the engine per command
+        self._recent: OrderedDict[str, BpmnWorkflow] = OrderedDict()  # state text -> workflow (see load/dump)
 
     def _history(self, instance_id: str, records: list[StepRecord]) -> list[dict[str, Any]]:
         """Stored history events of the instance plus the ones of the current command (not yet written)."""
@@ -127,10 +130,24 @@ class Runtime:
         return workflow
 
     def load(self, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
+        """The workflow stored as ``state_json``: the object this process dumped to exactly that text when
+        it is still cached (taken out of the cache: a command that mutates it and then rolls back cannot
+        leave a changed object under the old text), else a fresh deserialization."""
+        cached = self._recent.pop(state_json, None)
+        if cached is not None and cached.spec is bundle.spec:
+            return cached
         return self.serializer.loads(state_json, bundle.spec, bundle.subprocess_specs, self.script_engine)
 
     def dump(self, workflow: BpmnWorkflow) -> str:
-        return self.serializer.dumps(workflow)
+        """Serialize; the object is remembered under its text (the caller must not change it afterwards),
+        so the next command on the instance in this process skips deserializing when the stored text is
+        still this one. Keyed by content, the cache cannot serve a state another process replaced, nor
+        one whose transaction rolled back. At most ``RECENT_WORKFLOWS`` objects are kept."""
+        text = self.serializer.dumps(workflow)
+        self._recent[text] = workflow
+        while len(self._recent) > RECENT_WORKFLOWS:
+            self._recent.popitem(last=False)
+        return text
 
     # -- advancing -----------------------------------------------------------------------
     def advance(self, workflow: BpmnWorkflow, bundle: SpecBundle, instance_id: str,
@@ -310,6 +327,47 @@ class Runtime:
                 value = value["next"]
             timers.append(TimerView(str(task.id), task.task_spec.bpmn_id, datetime.fromisoformat(value)))
         return timers
+
+    @staticmethod
+    def timer_marks(workflow: BpmnWorkflow) -> dict[str, Any]:
+        """What each timer event has fired so far: True/False for one-shot timers, the next instant
+        for cycles. Compare two marks with :meth:`timers_fired_since`."""
+        marks: dict[str, Any] = {}
+        for task in tasks_in_state(workflow, TaskState.ANY_MASK):
+            definition = getattr(task.task_spec, "event_definition", None)
+            if not isinstance(definition, TimerEventDefinition):
+                continue
+            if isinstance(definition, CycleTimerEventDefinition):
+                value = task._get_internal_data("event_value")
+                marks[str(task.id)] = (value["cycles"], value["next"]) if value else None
+            else:
+                marks[str(task.id)] = bool(task.state & (TaskState.READY | TaskState.COMPLETED))
+        return marks
+
+    def timers_fired_since(self, workflow: BpmnWorkflow, before: dict[str, Any]) -> list[TimerView]:
+        """Timers that fired after ``before`` was taken (the instant each was due, from the task).
+
+        A command that advances an instance fires every timer due by then, including a ``timeDate``
+        armed with an instant already past; this lets such firings be recorded like the worker's.
+        """
+        fired = []
+        for task_id, mark in self.timer_marks(workflow).items():
+            previous = before.get(task_id)
+            if isinstance(mark, tuple) or isinstance(previous, tuple):  # a cycle: fired when its count moved
+                if not (isinstance(mark, tuple) and isinstance(previous, tuple) and mark[0] != previous[0]):
+                    continue
+                task, value = self.find_task(workflow, task_id), previous[1]  # due at the instant it waited for
+            else:
+                if not mark or previous:
+                    continue
+                task = self.find_task(workflow, task_id)
+                value = task._get_internal_data("event_value")
+            try:
+                due = datetime.fromisoformat(value) if isinstance(value, str) else None
+            except ValueError:
+                due = None
+            fired.append(TimerView(task_id, task.task_spec.bpmn_id, due))
+        return fired
 
     def subscriptions(self, workflow: BpmnWorkflow, bundle: SpecBundle) -> list[SubscriptionView]:
         views = []

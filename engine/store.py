@@ -80,6 +80,8 @@ class DefinitionRow(Base):
 
 class InstanceRow(Base):
     __tablename__ = "instance"
+    # 0003: recent cases of a process (repeat-complaint rules) without reading every stored case
+    __table_args__ = (Index("ix_instance_definition_started", "definition_id", "started_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)

@@ -18,6 +18,12 @@ returns. Otherwise it sleeps ``poll`` seconds between idle rounds. :meth:`Worker
 to SIGINT/SIGTERM by :meth:`Worker.install_signal_handlers`) lets the current item finish,
 gives back jobs acquired but not started, and ends the loop. Any number of workers may run
 against the same database; SQLite serializes them, PostgreSQL runs them in parallel.
+
+A database outage (PostgreSQL restarting, a cut connection) is one ``database_unavailable`` line,
+not a crash: the worker ends the round, backs off (``poll``, doubling, at most 10 s), reconnects
+through the pool and logs ``database_reconnected`` once a whole round went through. A job whose
+result could not be committed stays locked until its lock expires, then any worker retries it
+with the same idempotency key.
 """
 
 from __future__ import annotations
@@ -37,6 +43,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import Engine
 
 MAX_ROUNDS_ONCE = 1000
+MAX_BACKOFF = 10.0  # seconds between attempts while the database is unreachable
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether the database could not be reached (down, restarting, connection cut), as opposed to a bug
+    or a refused command: the pool reconnects on the next checkout (``pool_pre_ping``)."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, GridflowError) and str(exc).startswith("database ")  # engine.api._Command's wording
+
+
+def _first_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return (str(original).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def default_worker_id() -> str:
@@ -68,6 +90,8 @@ class Worker:
         self.stop_reason: str | None = None
         self.errors = 0
         self.actions = 0
+        self.outage_since: float | None = None  # monotonic time the database became unreachable
+        self.backoff = 0.0
 
     # -- control ---------------------------------------------------------------------------
     @property
@@ -94,7 +118,8 @@ class Worker:
 
     def report(self, action: str, **fields: Any) -> None:
         """One log line: instant, worker id, action, key=value details."""
-        if action not in ("worker_started", "worker_stopping", "worker_stopped", "error"):
+        if action not in ("worker_started", "worker_stopping", "worker_stopped", "error", "database_unavailable",
+                          "database_reconnected"):
             self.actions += 1
         now = self.engine.clock.now().isoformat(timespec="seconds")
         details = " ".join(f"{k}={_value(v)}" for k, v in fields.items() if v is not None)
@@ -112,7 +137,10 @@ class Worker:
                 rounds += 1
                 if once and (done == 0 or rounds >= MAX_ROUNDS_ONCE):
                     break
-                if done == 0 and not once:
+                if self.outage_since is not None:  # back off: poll, 2×poll, 4×poll … at most MAX_BACKOFF
+                    self.backoff = min(MAX_BACKOFF, max(self.poll, self.backoff * 2))
+                    self._sleep(self.backoff)
+                elif done == 0 and not once:
                     self._sleep(self.poll)
         finally:
             self.report("worker_stopped", reason=self.stop_reason or ("drained" if once else "ended"),
@@ -136,13 +164,22 @@ class Worker:
                 break
             try:
                 handled += stage()
-            except GridflowError as exc:
+            except Exception as exc:  # neither a bug nor an outage may kill a long-running worker
                 self.errors += 1
-                self.report("error", stage=name, message=str(exc))
-            except Exception as exc:  # a bug or an outage must not kill a long-running worker
-                self.errors += 1
-                self.report("error", stage=name, message=f"{type(exc).__name__}: {exc}")
-                print(f"gridflow worker: {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                if _is_outage(exc):
+                    if self.outage_since is None:  # one line per outage, not one per stage and round
+                        self.outage_since = time.monotonic()
+                        self.report("database_unavailable", stage=name, message=_first_line(exc),
+                                    note="backing off, then reconnecting")
+                    return handled  # the rest of the round would fail the same way
+                if isinstance(exc, GridflowError):
+                    self.report("error", stage=name, message=str(exc))
+                else:
+                    self.report("error", stage=name, message=f"{type(exc).__name__}: {exc}")
+                    print(f"gridflow worker: {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        if self.outage_since is not None and not self.stopping:  # a whole round went through
+            self.report("database_reconnected", after=f"{time.monotonic() - self.outage_since:.1f}s")
+            self.outage_since, self.backoff = None, 0.0
         return handled
 
     def _sleep(self, seconds: float) -> None:

@@ -57,7 +57,9 @@ def check_duplicates(variables: dict[str, Any], ctx) -> dict[str, Any]:
     window_start = registered - (after(registered, version.duration("complaint.repeatWindow")) - registered)
     customer_no, phone = variables.get("customerNo"), variables.get("contactPhone")
     linked, repeats = [], 0
-    for case in ctx.find_cases("complaint_handling", window_start) if ctx.find_cases else []:
+    candidates = ctx.find_cases("complaint_handling", window_start,
+                                any_of={"customerNo": customer_no, "contactPhone": phone}) if ctx.find_cases else []
+    for case in candidates:
         other = case["variables"]
         same_customer = (customer_no and other.get("customerNo") == customer_no) or (
             phone and other.get("contactPhone") == phone)

@@ -37,7 +37,9 @@ class HandlerContext:
     so an integrator can make a side effect exactly-once. ``now`` is the engine clock's aware
     instant. ``emit`` records an outbox message (notice, SMS) in the instance history.
     ``find_cases(key, since)`` lists recent cases of a process (read-only: instance_id,
-    business_key, started_at, variables) for rules such as repeat-complaint detection.
+    business_key, started_at, variables) for rules such as repeat-complaint detection;
+    ``find_cases(key, since, any_of={"customerNo": no, "contactPhone": phone})`` only those with one
+    of these text variables equal (filtered by the database: use it when the window holds many cases).
     ``attempt`` counts the runs of an asynchronous job (1 for the first; a synchronous handler is 1).
     ``history()`` (synchronous handlers) lists this instance's history events so far, oldest first,
     including those of the current command: dicts with type, task_id, bpmn_id and data — e.g. the

@@ -1,0 +1,126 @@
+"""Benchmark 2: 2 worker processes vs 1 on PostgreSQL, on the complaint flow's worker-side work.
+
+Setup (not timed): one complaint case is driven through the Engine API until it waits for its async
+回单 job (``submitOrderReply``); ``bench.clone`` copies it into ``cases`` cases (fresh task ids each),
+in a template database. For each worker count a fresh database is created from the template
+(``CREATE DATABASE … TEMPLATE``), so both runs see identical work:
+
+1. **jobs** (clock +1 h): every case's job is acquired (``FOR UPDATE SKIP LOCKED``), its handler run
+   outside any transaction, and the case advanced to the revisit's one-day wait;
+2. **timers** (clock +3 days): every case's revisit timer fires and the case advances to the
+   revisit call (a new work item).
+
+Each worker is a separate process (``multiprocessing`` spawn) running ``engine.worker.Worker.run(once=True)``
+after imports, engine and parsed spec are warmed up; the time is from a common start signal to the
+last worker's end. Prints both times, cases per second and the speed-up (target ≥ 1.6×).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from datetime import timedelta
+
+from . import common
+from .common import T0
+
+PHASES = [("jobs", timedelta(hours=1)), ("timers", timedelta(days=3))]
+
+
+def build_template(admin: str, cases: int) -> tuple[str, int]:
+    """A database with ``cases`` complaint cases waiting for their async job; returns (url, definition id)."""
+    from engine.api import Engine
+    from engine.clock import FixedClock
+
+    from . import clone, workload
+
+    url = common.create_pg_database(admin)
+    clock = FixedClock(T0)
+    engine = Engine(url, clock=clock)
+    try:
+        engine.deploy(workload.PROCESSES)
+        instance_id, _ = common.drive_case(engine, clock, 0, until_job=True)
+        with engine.store.read() as session:
+            from engine.store import InstanceRow
+
+            definition_id = session.get(InstanceRow, instance_id).definition_id
+    finally:
+        engine.close()
+    if cases > 1:
+        clone.clone_instance(url, instance_id, cases - 1, business_key=lambda n: workload.work_order(n + 1))
+    return url, definition_id
+
+
+def _worker(url: str, name: str, definition_id: int, ready, go, done) -> None:
+    from engine.api import Engine
+    from engine.clock import FixedClock
+    from engine.worker import Worker
+
+    clock = FixedClock(T0)
+    engine = Engine(url, clock=clock, auto_migrate=False)
+    with engine.store.read() as session:  # warm up: handlers, parsed spec, connection pool
+        engine._bundle(session, definition_id)
+    engine.handlers  # noqa: B018
+    lines: list[str] = []
+    for phase, offset in PHASES:
+        clock.set(T0 + offset)
+        ready.put(name)
+        go[phase].wait()
+        worker = Worker(engine, name, poll=0.05, log=lines.append)
+        worker.run(once=True)
+        done.put((name, phase, worker.actions, worker.errors))
+    engine.close()
+
+
+def run_workers(url: str, count: int, definition_id: int) -> dict[str, float]:
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Queue(), context.Queue()
+    go = {phase: context.Event() for phase, _ in PHASES}
+    processes = [context.Process(target=_worker, args=(url, f"w{n}", definition_id, ready, go, done))
+                 for n in range(count)]
+    for process in processes:
+        process.start()
+    times: dict[str, float] = {}
+    actions: dict[str, int] = {}
+    for phase, _ in PHASES:
+        for _ in processes:
+            ready.get(timeout=300)
+        started = time.perf_counter()
+        go[phase].set()
+        for _ in processes:
+            _, _, made, errors = done.get(timeout=3600)
+            if errors:
+                raise RuntimeError(f"a worker reported {errors} errors in phase {phase}")
+            actions[phase] = actions.get(phase, 0) + made
+        times[phase] = time.perf_counter() - started
+    for process in processes:
+        process.join(timeout=60)
+    return {"seconds": sum(times.values()), **{f"{p}_seconds": t for p, t in times.items()},
+            **{f"{p}_actions": a for p, a in actions.items()}}
+
+
+def run(cases: int = 200, admin: str | None = None) -> dict:
+    admin = admin or common.pg_admin_url()
+    if not admin:
+        return {"skipped": "no PostgreSQL: set GRIDFLOW_BENCH_PG or GRIDFLOW_TEST_PG"}
+    template, definition_id = build_template(admin, cases)
+    results: dict[str, dict] = {}
+    try:
+        for count in (1, 2):
+            url = common.create_pg_database(admin, template=template.rsplit("/", 1)[1])
+            try:
+                results[f"workers_{count}"] = run_workers(url, count, definition_id)
+            finally:
+                common.drop_pg_database(admin, url)
+    finally:
+        common.drop_pg_database(admin, template)
+    one, two = results["workers_1"], results["workers_2"]
+    return {"cases": cases, "one": one, "two": two, "speedup": one["seconds"] / two["seconds"],
+            "cpus": os.cpu_count()}
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(run(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
