@@ -374,8 +374,9 @@ class ServiceCentre:
             case = self.engine.instance(task.instance_id).variables
             data = self.filler.fill(self.engine.form_schema(task.id),
                                     _form_overrides(task.form_key, self.rng, now, case), case)
+            assignee = self.engine.task(task.id).assignee  # may have changed earlier in this tick (督办 改派)
             try:
-                self.engine.complete(task.id, data, user=task.assignee or None)
+                self.engine.complete(task.id, data, user=assignee or None)
             except GridflowError as exc:
                 self.report.errors[f"{task.form_key}: {exc}"[:160]] += 1
                 self.planned[task.id] = now + timedelta(hours=1)
