@@ -9,6 +9,7 @@ All instants are timezone-aware; naive datetimes are refused.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,11 +17,12 @@ from zoneinfo import ZoneInfo
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-class Clock:
+class Clock(ABC):
     """Interface: ``now()`` returns an aware datetime."""
 
-    def now(self) -> datetime:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def now(self) -> datetime:
+        """The current instant (timezone-aware)."""
 
 
 class SystemClock(Clock):

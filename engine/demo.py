@@ -145,7 +145,7 @@ def _aftersale_overrides(form_key: str, rng: random.Random, now: datetime) -> di
                 "corrections": [{"period": period, "correctKwh": rng.randint(150, 400)}] if error else []}
     if form_key == "acceptNameChange":
         if rng.random() < 0.3:
-            return {"newCertType": "04", "newCertNo": "91430100MA4L0XXX1K", "proofDocs": ["LICENSE_CHANGE"]}
+            return {"newCertType": "04", "newCertNo": "91430100MA4L0ABC1K", "proofDocs": ["LICENSE_CHANGE"]}
         return {"newCertType": "01", "newCertNo": _resident_id(rng), "proofDocs": ["PROPERTY_PROOF", "ID_PROOF"]}
     if form_key == "settleArrears":
         return {"paidAt": minutes_ago(1, 20), "paymentChannel": rng.choice(["0104", "0208", "0209", "0101"])}
