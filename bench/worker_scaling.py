@@ -12,7 +12,9 @@ in a template database. For each worker count a fresh database is created from t
 
 Each worker is a separate process (``multiprocessing`` spawn) running ``engine.worker.Worker.run(once=True)``
 after imports, engine and parsed spec are warmed up; the time is from a common start signal to the
-last worker's end. Prints both times, cases per second and the speed-up (target ≥ 1.6×).
+last worker's end. 1 and 2 workers alternate ``repeat`` times (3) and the median of each is kept:
+on a shared machine single runs vary by tens of percent. Prints both times, cases per second, the
+speed-up (target ≥ 1.6×) and the workers' CPU seconds (how busy they could keep themselves).
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ def _worker(url: str, name: str, definition_id: int, ready, go, done) -> None:
         clock.set(T0 + offset)
         ready.put(name)
         go[phase].wait()
+        cpu = time.process_time()
         worker = Worker(engine, name, poll=0.05, log=lines.append)
         worker.run(once=True)
-        done.put((name, phase, worker.actions, worker.errors))
+        done.put((name, phase, worker.actions, worker.errors, time.process_time() - cpu))
     engine.close()
 
 
@@ -83,41 +86,47 @@ def run_workers(url: str, count: int, definition_id: int) -> dict[str, float]:
         process.start()
     times: dict[str, float] = {}
     actions: dict[str, int] = {}
+    cpu = 0.0
     for phase, _ in PHASES:
         for _ in processes:
             ready.get(timeout=300)
         started = time.perf_counter()
         go[phase].set()
         for _ in processes:
-            _, _, made, errors = done.get(timeout=3600)
+            _, _, made, errors, used = done.get(timeout=3600)
             if errors:
                 raise RuntimeError(f"a worker reported {errors} errors in phase {phase}")
             actions[phase] = actions.get(phase, 0) + made
+            cpu += used
         times[phase] = time.perf_counter() - started
     for process in processes:
         process.join(timeout=60)
-    return {"seconds": sum(times.values()), **{f"{p}_seconds": t for p, t in times.items()},
+    return {"seconds": sum(times.values()), "worker_cpu_seconds": cpu,
+            **{f"{p}_seconds": t for p, t in times.items()},
             **{f"{p}_actions": a for p, a in actions.items()}}
 
 
-def run(cases: int = 200, admin: str | None = None) -> dict:
+def run(cases: int = 200, admin: str | None = None, repeat: int = 3) -> dict:
+    """``repeat`` alternating runs of 1 and 2 workers; the median run of each is reported."""
     admin = admin or common.pg_admin_url()
     if not admin:
         return {"skipped": "no PostgreSQL: set GRIDFLOW_BENCH_PG or GRIDFLOW_TEST_PG"}
     template, definition_id = build_template(admin, cases)
-    results: dict[str, dict] = {}
+    runs: dict[int, list[dict]] = {1: [], 2: []}
     try:
-        for count in (1, 2):
-            url = common.create_pg_database(admin, template=template.rsplit("/", 1)[1])
-            try:
-                results[f"workers_{count}"] = run_workers(url, count, definition_id)
-            finally:
-                common.drop_pg_database(admin, url)
+        for _ in range(repeat):
+            for count in (1, 2):
+                url = common.create_pg_database(admin, template=template.rsplit("/", 1)[1])
+                try:
+                    runs[count].append(run_workers(url, count, definition_id))
+                finally:
+                    common.drop_pg_database(admin, url)
     finally:
         common.drop_pg_database(admin, template)
-    one, two = results["workers_1"], results["workers_2"]
+    one, two = (sorted(runs[c], key=lambda r: r["seconds"])[len(runs[c]) // 2] for c in (1, 2))
     return {"cases": cases, "one": one, "two": two, "speedup": one["seconds"] / two["seconds"],
-            "cpus": os.cpu_count()}
+            "all_seconds": {c: [round(r["seconds"], 2) for r in runs[c]] for c in runs}, "cpus": os.cpu_count(),
+            "load_after": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ per idempotency key, and a handler call repeated only after its worker died or l
 history (completed user tasks, fired timers and job completions in the SpiffWorkflow state are
 exactly those in the history); no open work item, timer, job, subscription or incident is left.
 
-Size: ``GRIDFLOW_SCALE_INSTANCES`` cases per test (default 40: about 1.5 min per test on 2 cores);
+Size: ``GRIDFLOW_SCALE_INSTANCES`` cases per test (default 40: 30–40 s per test on an idle 2-vCPU
+machine, up to ~2.5 min when other work shares the CPUs);
 the issue's 2,000 with ``GRIDFLOW_SCALE_INSTANCES=2000`` (see bench/RESULTS.md for a run).
 """
 
