@@ -13,11 +13,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy import delete, func, insert, or_, select, text
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -296,7 +296,7 @@ class Engine:
                 seen.add(row.xml)
                 parser.add_bpmn_xml(parse_xml(row.xml, row.filename), row.filename)
         top = session.get(DefinitionRow, definition_id)
-        bundle = SpecBundle(definition_id, top.key, top.content_hash, parser.get_spec(top.key),
+        bundle = SpecBundle(definition_id, top.key, top.version, top.content_hash, parser.get_spec(top.key),
                             parser.get_subprocess_specs(top.key), {k: r.meta for k, r in rows.items()})
         self._specs[definition_id] = bundle
         if len(self._specs) > SPEC_CACHE_SIZE:
@@ -315,6 +315,7 @@ class Engine:
 
     def _start(self, session, row: DefinitionRow, data, business_key, user, extra: list[StepRecord],
                message: str | None = None, prepare=None) -> Instance:
+        from . import waits
         from .runtime import StepRecord
 
         bundle = self._bundle(session, row.id)
@@ -328,6 +329,7 @@ class Engine:
         session.add(instance)
         session.flush()
         workflow = self.runtime.create(bundle, data)
+        waits.remember(workflow, waits.NOTHING)  # a new instance has no wait rows yet
         if message is not None:
             self.runtime.start_by_message(workflow, message, data)
         if prepare is not None:  # e.g. fire a timer start event (engine.schedules)
@@ -335,8 +337,8 @@ class Engine:
         records = [StepRecord("instance_started", data={"key": row.key, "version": row.version,
                                                          "business_key": business_key,
                                                          "variables": data}), *extra]
-        self._advance_and_save(session, instance, bundle, workflow, records, user)
-        return self._instance_view(session, instance)
+        saved = self._advance_and_save(session, instance, bundle, workflow, records, user)
+        return self._instance_view(session, instance, saved)
 
     def instance(self, instance_id: str) -> Instance:
         """Status, variables, ready tasks and waiting timers of one instance (read-only)."""
@@ -591,7 +593,8 @@ class Engine:
         with self._command() as session:
             item = self._get_work_item(session, task_id)
             instance = self._lock_instance(session, item.instance_id)
-            session.refresh(item)
+            if not self.store.is_sqlite:  # read again under the instance lock (SQLite's BEGIN IMMEDIATE
+                session.refresh(item)  # already made the first read part of this serialized command)
             acting = self._acting(session, user, "complete", item)
             if item.state == "completed":
                 raise Conflict(f"task {task_id} ({item.name}) was already completed by "
@@ -618,9 +621,9 @@ class Engine:
             ledger = sla_clocks.ledger_update(self, bundle, task, item.created_at, self.clock.now())  # §9.2
             self.runtime.complete_user_task(workflow, task_id, {**data, **ledger})
             records = [StepRecord("task_completed", task_id, item.bpmn_id, {"name": item.name, "data": data})]
-            self._advance_and_save(session, instance, bundle, workflow, records, user,
-                                   completed={task_id: user})
-            return self._instance_view(session, instance)
+            saved = self._advance_and_save(session, instance, bundle, workflow, records, user,
+                                           completed={task_id: user})
+            return self._instance_view(session, instance, saved)
 
     # -- events ----------------------------------------------------------------------------
     def correlate(self, message_name: str, correlation: dict[str, Any] | None = None,
@@ -790,18 +793,25 @@ class Engine:
     # -- persistence of one step -------------------------------------------------------------
     def _advance_and_save(self, session: Session, instance: InstanceRow, bundle: SpecBundle, workflow,
                           records: list[StepRecord], user: str | None,
-                          completed: dict[str, str | None] | None = None) -> None:
-        from . import jobs, messages, sla_clocks
+                          completed: dict[str, str | None] | None = None) -> SavedStep | None:
+        """Advance the loaded ``workflow`` to its next waits and write the step in ``session``: the state,
+        the projections (work items, waits, jobs, SLA clocks), the history rows, then deliver thrown messages.
+
+        Returns what ``_instance_view`` needs to describe the instance without reading it back, or None
+        when a thrown message was delivered in the same transaction (the instance may have moved again).
+        """
+        from . import jobs, messages, sla_clocks, waits
         from .runtime import StepFailed, StepRecord
 
         now = self.clock.now()
+        stored = waits.before_step(session, workflow, instance.id)
         timer_marks = self.runtime.timer_marks(workflow)
         self.runtime.case_finder = lambda key, since, any_of=None: self._find_cases(session, key, since, instance.id,
                                                                                       any_of)
         self.runtime.history_reader = lambda instance_id: self._history_dicts(session, instance_id)
         try:
             self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
-            while messages.deliver_buffered_in_step(self, session, instance, bundle, workflow, records, now):
+            while messages.deliver_buffered_in_step(self, session, instance, bundle, workflow, records, now, stored):
                 self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
             instance.status, instance.error = self.runtime.status(workflow), None
         except StepFailed as failure:
@@ -829,30 +839,30 @@ class Engine:
                                           if variables.get(k)), None)
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
         session.flush()
-        self._project_work_items(session, instance, bundle, workflow, now, completed or {}, variables)
-        session.execute(delete(TimerRow).where(TimerRow.instance_id == instance.id))
-        for timer in self.runtime.waiting_timers(workflow):
-            session.add(TimerRow(id=timer.task_id, instance_id=instance.id, bpmn_id=timer.bpmn_id,
-                                 due_at=timer.due_at))
-        session.execute(delete(SubscriptionRow).where(SubscriptionRow.instance_id == instance.id))
-        for subscription in self.runtime.subscriptions(workflow, bundle):
-            session.add(SubscriptionRow(id=subscription.task_id, instance_id=instance.id,
-                                        bpmn_id=subscription.bpmn_id, message_name=subscription.message_name,
-                                        correlation=subscription.correlation))
-        messages.project_signals(session, instance, workflow)
-        jobs.project_jobs(self, session, instance, bundle, workflow, now)
+        open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {}, variables)
+        after = waits.of_workflow(self.runtime, workflow, bundle)
+        waits.write_changes(session, instance.id, stored, after,
+                            lambda task_ids: jobs.new_job_rows(self, instance, bundle, workflow, task_ids, now))
+        waits.remember(workflow, after)
         sla_clocks.project(self, session, instance, bundle, workflow, now, variables, records)
-        for record in records:
-            actor = getattr(record, "actor", None) or (user if record.type in _ACTOR_EVENTS else None)
-            session.add(EventRow(instance_id=instance.id, at=now, type=record.type, actor=actor,
-                                 task_id=record.task_id, bpmn_id=record.bpmn_id,
-                                 data=_json_safe(self.runtime.serializer.convert_data(record.data))))
+        convert = self.runtime.serializer.convert_data
+        if records:  # Core on the session's connection: the ORM's bulk insert costs more than the rows
+            session.connection().execute(insert(EventRow.__table__), [
+                {"instance_id": instance.id, "at": now, "type": record.type,
+                 "actor": getattr(record, "actor", None) or (user if record.type in _ACTOR_EVENTS else None),
+                 "task_id": record.task_id, "bpmn_id": record.bpmn_id, "data": _json_safe(convert(record.data))}
+                for record in records])
         try:
             session.flush()
         except StaleDataError:
             raise Conflict(f"instance {instance.id} was changed by another command; try again") from None
         for name, payload in outgoing:
             self._route_thrown_message(session, instance, name, payload)
+        if outgoing:
+            return None
+        timers = sorted((TimerInfo(task_id, bpmn_id, due.astimezone(UTC))
+                         for task_id, (bpmn_id, due) in after.timers.items()), key=lambda t: t.due_at)
+        return SavedStep(open_items, timers)
 
     def _find_cases(self, session: Session, key: str, since: datetime, exclude: str,
                     any_of: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -918,10 +928,17 @@ class Engine:
         self._start(session, start, data, str(business_key) if business_key else None, None, [record],
                     message=name)
 
-    def _project_work_items(self, session, instance, bundle, workflow, now, completed, variables) -> None:
+    def _project_work_items(self, session, instance, bundle, workflow, now, completed, variables) -> list[WorkItemRow]:
+        """One open ``work_item`` per READY user task; items whose task is gone are completed or cancelled.
+
+        Returns the open items after the step, oldest first.
+        """
         open_rows = {row.id: row for row in session.scalars(
-            select(WorkItemRow).where(WorkItemRow.instance_id == instance.id, WorkItemRow.state == "open"))}
+            select(WorkItemRow).where(WorkItemRow.instance_id == instance.id, WorkItemRow.state == "open")
+            .order_by(WorkItemRow.created_at))}
         ready = {str(task.id): task for task in self.runtime.ready_user_tasks(workflow)}
+        still_open: list[WorkItemRow] = []
+        closed: list[str] = []
         for task_id, row in open_rows.items():
             if task_id in ready:
                 info = bundle.info(ready[task_id])
@@ -929,30 +946,35 @@ class Engine:
                 if row.claimed_by is None and (info.get("assignee") or "").strip().startswith(("${", "#{")):
                     # an expression assignee follows its variable (a 督办 REASSIGN, a T4 reassignment)
                     row.assignee = self._evaluate_text(info["assignee"], ready[task_id].data, "camunda:assignee")
+                still_open.append(row)
                 continue
             if task_id in completed:
                 row.state, row.completed_by, row.completed_at = "completed", completed[task_id], now
             else:
                 row.state, row.completed_at = "cancelled", now
-            session.execute(delete(WorkItemGroupRow).where(WorkItemGroupRow.work_item_id == task_id))
-        groups_of: dict[str, list[str]] = {}
+            closed.append(task_id)
+        groups_table = WorkItemGroupRow.__table__
+        if closed:
+            session.connection().execute(delete(groups_table).where(groups_table.c.work_item_id.in_(closed)))
+        groups: list[dict[str, str]] = []
         for task_id, task in ready.items():
             if task_id in open_rows:
                 continue
             info = bundle.info(task)
-            groups = list(info.get("candidate_groups") or [])
+            candidates = list(info.get("candidate_groups") or [])
             row = WorkItemRow(id=task_id, instance_id=instance.id, definition_key=bundle.key,
                               bpmn_id=task.task_spec.bpmn_id, name=info.get("name") or task.task_spec.bpmn_id,
-                              lane=info.get("lane"), candidate_groups=groups,
+                              lane=info.get("lane"), candidate_groups=candidates,
                               assignee=self._evaluate_text(info.get("assignee"), task.data, "camunda:assignee"),
                               form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
                               state="open", created_at=now)
             session.add(row)
-            groups_of[task_id] = groups
+            still_open.append(row)
+            groups.extend({"work_item_id": task_id, "group_name": group} for group in dict.fromkeys(candidates))
         session.flush()
-        for task_id, groups in groups_of.items():
-            for group in groups:
-                session.add(WorkItemGroupRow(work_item_id=task_id, group_name=group))
+        if groups:
+            session.connection().execute(insert(groups_table), groups)
+        return still_open
 
     def _refresh_due(self, row: WorkItemRow, text: str | None, data: dict[str, Any]) -> None:
         """An open item whose ``camunda:dueDate`` is an expression follows its variable (a supervisor's
@@ -1072,18 +1094,36 @@ class Engine:
     def _item_view(session: Session, row: WorkItemRow) -> WorkItem:
         return _work_item(row, session.get(InstanceRow, row.instance_id).business_key)
 
-    def _instance_view(self, session: Session, row: InstanceRow) -> Instance:
-        definition = session.get(DefinitionRow, row.definition_id)
-        ready = [_work_item(r, row.business_key) for r in session.scalars(
-            select(WorkItemRow).where(WorkItemRow.instance_id == row.id, WorkItemRow.state == "open")
-            .order_by(WorkItemRow.created_at))]
-        timers = [TimerInfo(t.id, t.bpmn_id, t.due_at) for t in session.scalars(
-            select(TimerRow).where(TimerRow.instance_id == row.id).order_by(TimerRow.due_at))]
+    def _instance_view(self, session: Session, row: InstanceRow, saved: SavedStep | None = None) -> Instance:
+        """The ``Instance`` of a row; with ``saved`` (what a step just wrote) its work items and timers are not
+        read back from the database."""
+        bundle = self._specs.get(row.definition_id)
+        if bundle is not None:
+            key, version = bundle.key, bundle.version
+        else:
+            definition = session.get(DefinitionRow, row.definition_id)
+            key, version = definition.key, definition.version
+        if saved is not None:
+            open_items, timers = saved.open_items, saved.timers
+        else:
+            open_items = session.scalars(select(WorkItemRow).where(
+                WorkItemRow.instance_id == row.id, WorkItemRow.state == "open").order_by(WorkItemRow.created_at))
+            timers = [TimerInfo(t.id, t.bpmn_id, t.due_at) for t in session.scalars(
+                select(TimerRow).where(TimerRow.instance_id == row.id).order_by(TimerRow.due_at))]
+        ready = [_work_item(r, row.business_key) for r in open_items]
         variables = self.runtime.serializer.restore_data(row.variables or {})
         from .jobs import open_incidents
 
-        return Instance(row.id, definition.key, definition.version, row.business_key, row.status, variables,
+        return Instance(row.id, key, version, row.business_key, row.status, variables,
                         ready, timers, row.error, row.started_at, row.ended_at, open_incidents(session, row.id))
+
+
+@dataclass(frozen=True)
+class SavedStep:
+    """What ``Engine._advance_and_save`` wrote that the returned ``Instance`` shows: open items, timers (UTC)."""
+
+    open_items: list[WorkItemRow]
+    timers: list[TimerInfo]
 
 
 class _Command:

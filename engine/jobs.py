@@ -20,7 +20,7 @@ A worker that dies leaves its lock behind; once the lock expires another worker 
 over. The handler's ``idempotency_key`` (instance id + task id) is the same for every attempt, so
 a handler whose side effect happened before the crash can find it and not repeat it.
 
-Atomicity: :func:`project_jobs` runs inside the step's transaction; :func:`acquire`,
+Atomicity: job rows are written inside the step's transaction (``engine.waits``); :func:`acquire`,
 :func:`_complete`, :func:`_fail`, :func:`retry_incident` and :func:`resolve_incident` are each
 one transaction; the handler call is outside any transaction. Locks are always taken in the
 order instance → job → incident, so steps, workers and repairs cannot deadlock.
@@ -128,17 +128,13 @@ def retry_cycle_of(engine: Engine, info: dict[str, Any], topic: str | None) -> s
 
 
 # -- projection (inside the step's transaction) -------------------------------------------------
-def project_jobs(engine: Engine, session, instance: InstanceRow, bundle, workflow, now: datetime) -> None:
-    """One ``job`` row per READY asynchronous handler task; rows whose task is gone are deleted."""
-    ready = {str(t.id): t for t in engine.runtime.ready_handler_tasks(workflow)
-             if engine.runtime._is_async(t, bundle)}
-    existing = {row.id: row for row in session.scalars(select(JobRow).where(JobRow.instance_id == instance.id))}
-    for job_id, row in existing.items():
-        if job_id not in ready:
-            session.delete(row)
-    for job_id, task in ready.items():
-        if job_id in existing:
-            continue
+def new_job_rows(engine: Engine, instance: InstanceRow, bundle, workflow, task_ids: list[str],
+                 now: datetime) -> list[dict[str, Any]]:
+    """The ``job`` rows (column values) of asynchronous handler tasks that just became READY
+    (``engine.waits.write_changes`` inserts them; a row is deleted when its task is no longer READY)."""
+    rows = []
+    for job_id in task_ids:
+        task = engine.runtime.find_task(workflow, job_id)
         info = bundle.info(task)
         topic = info.get("topic") or ""
         text = retry_cycle_of(engine, info, topic)
@@ -146,9 +142,11 @@ def project_jobs(engine: Engine, session, instance: InstanceRow, bundle, workflo
             attempts = parse_retry_cycle(text).attempts
         except ValueError:
             attempts = 1  # the failure path reports the bad cycle in the incident
-        session.add(JobRow(id=job_id, instance_id=instance.id, bpmn_id=task.task_spec.bpmn_id, topic=topic,
-                           attempts=0, retries_left=attempts, next_run_at=now, state="ready",
-                           idempotency_key=f"{instance.id}:{job_id}", retry_cycle=text, created_at=now))
+        rows.append({"id": job_id, "instance_id": instance.id, "bpmn_id": task.task_spec.bpmn_id, "topic": topic,
+                     "attempts": 0, "retries_left": attempts, "next_run_at": now, "state": "ready",
+                     "idempotency_key": f"{instance.id}:{job_id}", "retry_cycle": text, "created_at": now,
+                     "last_error": None, "locked_by": None, "locked_until": None})
+    return rows
 
 
 # -- views ---------------------------------------------------------------------------------------

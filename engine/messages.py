@@ -28,14 +28,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from SpiffWorkflow.bpmn import BpmnEvent
-from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
-from SpiffWorkflow.util.task import TaskState
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 
 from .errors import Conflict, InvalidInput, NotFound
 from .runtime import StepRecord, correlation_string
 from .sla import parse_duration
 from .store import EventRow, InstanceRow, MessageBufferRow, SignalSubscriptionRow, SubscriptionRow
+from .waits import Waits, new_message_waits
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Engine, Instance
@@ -178,10 +177,15 @@ def _deliver(engine: Engine, session, instance_id: str, task_id: str, message_na
 
 # -- the buffer ----------------------------------------------------------------------------------
 def deliver_buffered_in_step(engine: Engine, session, instance: InstanceRow, bundle, workflow,
-                             records: list[StepRecord], now: datetime) -> bool:
-    """Inside a step: give one buffered message to a catch that now waits for it. True if one was given."""
+                             records: list[StepRecord], now: datetime, stored: Waits) -> bool:
+    """Inside a step: give one buffered message to a catch that now waits for it. True if one was given.
+
+    Only a catch that is not among the ``stored`` waits (new, or with new correlation values) is looked
+    up: a catch already stored when a message arrived took it then. The worker's sweep
+    (:func:`deliver_pending`) covers the rest, e.g. a business key assigned after the message came.
+    """
     subscriptions = engine.runtime.subscriptions(workflow, bundle)
-    if not subscriptions:
+    if not new_message_waits(stored, subscriptions):
         return False
     names = sorted({s.message_name for s in subscriptions})
     query = (select(MessageBufferRow)
@@ -301,23 +305,6 @@ def list_messages(engine: Engine, state: str | None = None, name: str | None = N
 
 
 # -- signals -------------------------------------------------------------------------------------
-def _signal_waits(workflow, name: str | None = None) -> list:
-    waits = []
-    for task in workflow.get_tasks(state=TaskState.WAITING):
-        definition = getattr(task.task_spec, "event_definition", None)
-        if isinstance(definition, SignalEventDefinition) and (name is None or definition.name == name):
-            waits.append(task)
-    return waits
-
-
-def project_signals(session, instance: InstanceRow, workflow) -> None:
-    """Inside a step: the instance's waiting signal catches (deleted and rewritten, like message subscriptions)."""
-    session.execute(delete(SignalSubscriptionRow).where(SignalSubscriptionRow.instance_id == instance.id))
-    for task in _signal_waits(workflow):
-        session.add(SignalSubscriptionRow(id=str(task.id), instance_id=instance.id, bpmn_id=task.task_spec.bpmn_id,
-                                          signal_name=task.task_spec.event_definition.name))
-
-
 def signal(engine: Engine, name: str, data: dict[str, Any] | None, user: str | None) -> list[Instance]:
     """Broadcast signal ``name`` to every running instance waiting for it (one transaction)."""
     if data is None:
@@ -340,7 +327,7 @@ def signal(engine: Engine, name: str, data: dict[str, Any] | None, user: str | N
                 continue
             bundle = engine._bundle(session, instance.definition_id)
             workflow = engine.runtime.load(bundle, instance.state_json)
-            waits = _signal_waits(workflow, name)
+            waits = engine.runtime.waiting_signals(workflow, name)
             if not waits:
                 continue
             caught = [t.task_spec.bpmn_id for t in waits]

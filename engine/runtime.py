@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
-from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import ErrorEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import ErrorEventDefinition, SignalEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import CycleTimerEventDefinition, TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask as UserTaskMixin
@@ -55,6 +55,7 @@ class SpecBundle:
 
     definition_id: int
     key: str
+    version: int
     content_hash: str
     spec: Any
     subprocess_specs: dict
@@ -167,7 +168,7 @@ class Runtime:
                 raise StepFailed(_spiff_message(exc), str(task.id) if task else None,
                                  task.task_spec.bpmn_id if task else None) from None
             runnable = [t for t in self.ready_handler_tasks(workflow)
-                        if not self._is_async(t, bundle)]
+                        if not self.is_async(t, bundle)]
             if not runnable:
                 return
             for task in runnable:
@@ -232,7 +233,8 @@ class Runtime:
         raise StepFailed(f"handler at task {bpmn_id} raised BPMN error '{error.code}' ({error}) "
                          "but no error boundary event on the task catches it", str(task.id), bpmn_id)
 
-    def _is_async(self, task, bundle: SpecBundle) -> bool:
+    def is_async(self, task, bundle: SpecBundle) -> bool:
+        """True for a handler task that runs as a job (``camunda:asyncBefore`` or an asynchronous topic)."""
         info = bundle.info(task)
         spec = self.handlers.get(info.get("topic"))
         return bool(info.get("async") or (spec is not None and spec.asynchronous))
@@ -311,6 +313,13 @@ class Runtime:
     @staticmethod
     def ready_handler_tasks(workflow: BpmnWorkflow) -> list:
         return [t for t in tasks_in_state(workflow, TaskState.READY) if isinstance(t.task_spec, HandlerTask)]
+
+    @staticmethod
+    def waiting_signals(workflow: BpmnWorkflow, name: str | None = None) -> list:
+        """Signal catches (intermediate or boundary) waiting now; only those of signal ``name`` when given."""
+        return [task for task in tasks_in_state(workflow, TaskState.WAITING)
+                if isinstance(getattr(task.task_spec, "event_definition", None), SignalEventDefinition)
+                and (name is None or task.task_spec.event_definition.name == name)]
 
     def waiting_timers(self, workflow: BpmnWorkflow) -> list[TimerView]:
         timers = []

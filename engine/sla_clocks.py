@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import and_, or_, select
 
+from .bpmn import tasks_in_state
 from .errors import InvalidInput
 from .policy import PolicyError, PolicyTable
 from .runtime import StepRecord
@@ -191,7 +192,7 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
     calendar = _calendar(engine)
     open_rows = {row.id: row for row in session.scalars(
         select(SlaClockRow).where(SlaClockRow.instance_id == instance.id, SlaClockRow.closed_at.is_(None)))}
-    live = [] if instance.status == "completed" else workflow.get_tasks(state=_LIVE)
+    live = [] if instance.status == "completed" else tasks_in_state(workflow, _LIVE)
     customer = [t for t in live if is_customer_time(bundle.info(t))]
     wanted: dict[str, tuple[str, Any, str, dict[str, Any]]] = {}
     for task in live:
