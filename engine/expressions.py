@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -170,11 +171,26 @@ class ExpressionEvaluator:
             "sorted": sorted, "now": now, "date": date.fromisoformat,
             "datetime": datetime.fromisoformat, "duration": _duration,
         }
+        self._local = threading.local()
+
+    def _evaluator(self, variables: Mapping[str, Any]) -> _Evaluator:
+        """This thread's evaluator with a copy of ``variables`` as its names.
+
+        Built once per thread and reused: building one costs more than most evaluations, and every
+        step evaluates due dates, assignees and conditions. Evaluations never nest, and simpleeval
+        restores its per-evaluation state (comprehension scopes, the length counter) itself.
+        """
+        evaluator = getattr(self._local, "evaluator", None)
+        if evaluator is None:
+            evaluator = self._local.evaluator = _Evaluator(names={}, functions=self._functions,
+                                                           operators=_OPERATORS)
+        evaluator.names = dict(variables)
+        return evaluator
 
     def evaluate(self, text: str, variables: Mapping[str, Any]) -> Any:
         """Evaluate one expression; raise ExpressionError naming the expression on any failure."""
         tree = check_expression(text)
-        evaluator = _Evaluator(names=dict(variables), functions=self._functions, operators=_OPERATORS)
+        evaluator = self._evaluator(variables)
         try:
             return evaluator.eval(unwrap(text), previously_parsed=tree.body)
         except ExpressionError as exc:
@@ -188,7 +204,7 @@ class ExpressionEvaluator:
         """Run a script task body; return the variables it assigned (``variables`` is updated too)."""
         assigned: dict[str, Any] = {}
         for target, operator, tree in check_script(script):
-            evaluator = _Evaluator(names=dict(variables), functions=self._functions, operators=_OPERATORS)
+            evaluator = self._evaluator(variables)
             source = ast.unparse(tree)
             try:
                 value = evaluator.eval(source, previously_parsed=tree.body)
