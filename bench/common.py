@@ -71,25 +71,27 @@ def drive_case(engine, clock, n: int, until_job: bool = False) -> tuple[str, int
     operators who answer at once; run its async job and, when nothing else is left, move the clock to
     its next timer and fire it. With ``until_job``, stop when the case waits for its async job.
 
+    Like an integrator, it works from the ``Instance`` each command returns (ready tasks, variables,
+    timers) and reads the instance again only after a worker-side call (jobs, timers).
+
     Returns (instance id, user tasks completed).
     """
     correlation, data = workload.start_payload(n, clock.now())
-    instance_id = engine.correlate(workload.START_MESSAGE, correlation, data).id
+    state = engine.correlate(workload.START_MESSAGE, correlation, data)
+    instance_id = state.id
     completions = 0
     for _ in range(200):
-        tasks = engine.tasks(instance_id=instance_id)
-        if tasks:
-            for task in tasks:
-                view = engine.task_view(task.id)
-                engine.complete(task.id, workload.answer(task.form_key, view.variables, clock.now(), n),
-                                user=task.assignee)
-                completions += 1
+        if state.ready_tasks:
+            task = state.ready_tasks[0]
+            state = engine.complete(task.id, workload.answer(task.form_key, state.variables, clock.now(), n),
+                                    user=task.assignee)
+            completions += 1
             continue
         if until_job and engine.jobs(instance_id):
             return instance_id, completions
         if engine.run_jobs("bench", limit=10):
+            state = engine.instance(instance_id)
             continue
-        state = engine.instance(instance_id)
         if state.status != "running":
             if state.status != "completed":
                 raise RuntimeError(f"case {n} ended {state.status}: {state.error}")
@@ -98,6 +100,7 @@ def drive_case(engine, clock, n: int, until_job: bool = False) -> tuple[str, int
             raise RuntimeError(f"case {n} waits for nothing the benchmark can give it")
         clock.set(max(clock.now(), min(t.due_at for t in state.timers)))
         engine.run_due()
+        state = engine.instance(instance_id)
     raise RuntimeError(f"case {n} did not finish")
 
 
