@@ -304,7 +304,7 @@ def run_ticket(engine: Engine, ticket: JobTicket, lock_ttl: float, report: Repor
     with engine.store.read() as session:
         instance = session.get(InstanceRow, ticket.instance_id)
         bundle = engine._bundle(session, instance.definition_id)
-        workflow = engine.runtime.load(bundle, instance.state_json)
+        workflow = engine.runtime.peek(bundle, instance.state_json)  # read only: variables for the handler
         business_key = instance.business_key
     task = engine.runtime.find_task(workflow, ticket.id)
     if task is None or task.state != TaskState.READY:

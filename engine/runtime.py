@@ -139,6 +139,14 @@ class Runtime:
             return cached
         return self.serializer.loads(state_json, bundle.spec, bundle.subprocess_specs, self.script_engine)
 
+    def peek(self, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
+        """Like :meth:`load`, for a caller that only reads the workflow: a cached object stays cached
+        (the next command on the instance still skips deserializing). The caller must not change it."""
+        cached = self._recent.get(state_json)
+        if cached is not None and cached.spec is bundle.spec:
+            return cached
+        return self.serializer.loads(state_json, bundle.spec, bundle.subprocess_specs, self.script_engine)
+
     def dump(self, workflow: BpmnWorkflow) -> str:
         """Serialize; the object is remembered under its text (the caller must not change it afterwards),
         so the next command on the instance in this process skips deserializing when the stored text is
