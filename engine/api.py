@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, or_, select, text
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -158,6 +158,7 @@ class Engine:
         self._handlers = handlers
         self._runtime: Runtime | None = None
         self.identities = identities
+        self._lock_queries: dict[bool, Any] = {}  # skip_locked -> the instance row lock statement of this store
         self.forms = forms or FormRegistry()
         self._specs: OrderedDict[int, SpecBundle] = OrderedDict()
         if auto_migrate:
@@ -862,7 +863,8 @@ class Engine:
             return None
         timers = sorted((TimerInfo(task_id, bpmn_id, due.astimezone(UTC))
                          for task_id, (bpmn_id, due) in after.timers.items()), key=lambda t: t.due_at)
-        return SavedStep(open_items, timers)
+        # an open incident is a failed step (the instance is in error) or a job out of retries (its row stays)
+        return SavedStep(open_items, timers, may_have_incidents=instance.status == "error" or bool(after.jobs))
 
     def _find_cases(self, session: Session, key: str, since: datetime, exclude: str,
                     any_of: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -933,9 +935,7 @@ class Engine:
 
         Returns the open items after the step, oldest first.
         """
-        open_rows = {row.id: row for row in session.scalars(
-            select(WorkItemRow).where(WorkItemRow.instance_id == instance.id, WorkItemRow.state == "open")
-            .order_by(WorkItemRow.created_at))}
+        open_rows = {row.id: row for row in session.scalars(_OPEN_ITEMS, {"instance_id": instance.id})}
         ready = {str(task.id): task for task in self.runtime.ready_user_tasks(workflow)}
         still_open: list[WorkItemRow] = []
         closed: list[str] = []
@@ -1065,9 +1065,12 @@ class Engine:
 
     def _lock_instance(self, session: Session, instance_id: str, skip_locked: bool = False) -> InstanceRow | None:
         """Lock the instance row for this transaction; with ``skip_locked``, None when another holds it."""
-        query = self.store.lock_for_update(select(InstanceRow).where(InstanceRow.id == instance_id),
-                                           skip_locked=skip_locked)
-        row = session.scalars(query.execution_options(populate_existing=True)).first()
+        query = self._lock_queries.get(skip_locked)
+        if query is None:
+            query = self._lock_queries[skip_locked] = self.store.lock_for_update(
+                select(InstanceRow).where(InstanceRow.id == bindparam("instance_id")),
+                skip_locked=skip_locked).execution_options(populate_existing=True)
+        row = session.scalars(query, {"instance_id": instance_id}).first()
         if row is None:
             if skip_locked:
                 return None
@@ -1082,10 +1085,8 @@ class Engine:
         return row
 
     def _get_work_item(self, session: Session, task_id: str, lock: bool = False) -> WorkItemRow:
-        query = select(WorkItemRow).where(WorkItemRow.id == task_id)
-        if lock:
-            query = self.store.lock_for_update(query)
-        row = session.scalars(query).first()
+        query = self.store.lock_for_update(_WORK_ITEM) if lock else _WORK_ITEM
+        row = session.scalars(query, {"task_id": task_id}).first()
         if row is None:
             raise NotFound(f"no task '{task_id}'")
         return row
@@ -1103,27 +1104,40 @@ class Engine:
         else:
             definition = session.get(DefinitionRow, row.definition_id)
             key, version = definition.key, definition.version
+        incidents = None
         if saved is not None:
             open_items, timers = saved.open_items, saved.timers
+            if not saved.may_have_incidents:
+                incidents = []
         else:
-            open_items = session.scalars(select(WorkItemRow).where(
-                WorkItemRow.instance_id == row.id, WorkItemRow.state == "open").order_by(WorkItemRow.created_at))
+            open_items = session.scalars(_OPEN_ITEMS, {"instance_id": row.id})
             timers = [TimerInfo(t.id, t.bpmn_id, t.due_at) for t in session.scalars(
                 select(TimerRow).where(TimerRow.instance_id == row.id).order_by(TimerRow.due_at))]
         ready = [_work_item(r, row.business_key) for r in open_items]
         variables = self.runtime.serializer.restore_data(row.variables or {})
-        from .jobs import open_incidents
+        if incidents is None:
+            from .jobs import open_incidents
 
+            incidents = open_incidents(session, row.id)
         return Instance(row.id, key, version, row.business_key, row.status, variables,
-                        ready, timers, row.error, row.started_at, row.ended_at, open_incidents(session, row.id))
+                        ready, timers, row.error, row.started_at, row.ended_at, incidents)
 
 
 @dataclass(frozen=True)
 class SavedStep:
-    """What ``Engine._advance_and_save`` wrote that the returned ``Instance`` shows: open items, timers (UTC)."""
+    """What ``Engine._advance_and_save`` wrote that the returned ``Instance`` shows: open items, timers (UTC),
+    and whether the instance can have open incidents at all (else they are not looked up)."""
 
     open_items: list[WorkItemRow]
     timers: list[TimerInfo]
+    may_have_incidents: bool = True
+
+
+#: statements of every command, built once (building a select costs more than running it on SQLite)
+_WORK_ITEM = select(WorkItemRow).where(WorkItemRow.id == bindparam("task_id"))
+_OPEN_ITEMS = (select(WorkItemRow)
+               .where(WorkItemRow.instance_id == bindparam("instance_id"), WorkItemRow.state == "open")
+               .order_by(WorkItemRow.created_at))
 
 
 class _Command:

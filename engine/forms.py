@@ -69,9 +69,7 @@ class FormRegistry:
                 data.pop(name, None)
                 if variables.get(name) is not None:
                     data[name] = _json_value(variables[name])
-        from jsonschema import Draft202012Validator, FormatChecker
-
-        validator = Draft202012Validator(schema, format_checker=FormatChecker())
+        validator = _validator(tuple(str(d) for d in self.directories), form_key)
         problems = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         if problems:
             details = "; ".join(_describe(problem, schema) for problem in problems[:5])
@@ -100,6 +98,15 @@ def _load_schema(directories: tuple[str, ...], form_key: str) -> dict[str, Any] 
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     return None
+
+
+@lru_cache(maxsize=256)
+def _validator(directories: tuple[str, ...], form_key: str):
+    """The compiled validator of a form's schema (building one, with its format checker, costs more than
+    validating a form); bounded like the schema cache it reads from."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    return Draft202012Validator(_load_schema(directories, form_key), format_checker=FormatChecker())
 
 
 def _describe(problem, schema: dict[str, Any]) -> str:

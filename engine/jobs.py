@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from SpiffWorkflow.util.task import TaskState
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from handlers.registry import BpmnError, HandlerContext
 
@@ -224,9 +224,11 @@ def list_incidents(engine: Engine, instance_id: str | None = None, open_only: bo
 
 def open_incidents(session, instance_id: str) -> list[Incident]:
     """The open incidents of one instance (for ``Engine.instance()``)."""
-    rows = session.scalars(select(IncidentRow).where(IncidentRow.instance_id == instance_id,
-                                                     IncidentRow.resolved_at.is_(None)).order_by(IncidentRow.id))
-    return [_incident(r) for r in rows]
+    return [_incident(r) for r in session.scalars(_OPEN_INCIDENTS, {"instance_id": instance_id})]
+
+
+_OPEN_INCIDENTS = (select(IncidentRow).where(IncidentRow.instance_id == bindparam("instance_id"),
+                                             IncidentRow.resolved_at.is_(None)).order_by(IncidentRow.id))
 
 
 # -- acquisition and execution ------------------------------------------------------------------

@@ -40,7 +40,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from SpiffWorkflow.util.task import TaskState
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 
 from .bpmn import tasks_in_state
 from .errors import InvalidInput
@@ -190,8 +190,7 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
             variables: dict[str, Any], records: list[StepRecord]) -> None:
     """Create, update, pause, resume and close the instance's clocks to match the workflow after a step."""
     calendar = _calendar(engine)
-    open_rows = {row.id: row for row in session.scalars(
-        select(SlaClockRow).where(SlaClockRow.instance_id == instance.id, SlaClockRow.closed_at.is_(None)))}
+    open_rows = {row.id: row for row in session.scalars(_OPEN_CLOCKS, {"instance_id": instance.id})}
     live = [] if instance.status == "completed" else tasks_in_state(workflow, _LIVE)
     customer = [t for t in live if is_customer_time(bundle.info(t))]
     wanted: dict[str, tuple[str, Any, str, dict[str, Any]]] = {}
@@ -249,6 +248,10 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
     if extra:
         at = len(records) - 1 if records and records[-1].type == "instance_completed" else len(records)
         records[at:at] = extra
+
+
+_OPEN_CLOCKS = select(SlaClockRow).where(SlaClockRow.instance_id == bindparam("instance_id"),
+                                         SlaClockRow.closed_at.is_(None))
 
 
 def ledger_update(engine: Engine, bundle, task, started: datetime, ended: datetime) -> dict[str, Any]:
