@@ -85,7 +85,7 @@ def build(directory: Path, count: int) -> str:
                               "bpmn_id": item.bpmn_id, "name": item.name, "lane": item.lane,
                               "candidate_groups": item.candidate_groups, "assignee": "agent1" if n % 10 == 0 else None,
                               "form_key": item.form_key, "due_at": created + timedelta(days=2, minutes=n % 20160),
-                              "state": "open", "created_at": created})
+                              "state": "open", "created_at": created, "business_key": f"WO{n:07d}"})
                 groups.append({"work_item_id": task_id, "group_name": "agent"})
             session.execute(insert(InstanceRow), instances)
             session.execute(insert(WorkItemRow), items)

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -827,6 +827,9 @@ class Engine:
         if instance.business_key is None:  # a case number assigned during the step
             instance.business_key = next((str(variables[k]) for k in ("workOrderNo", "applicationNo")
                                           if variables.get(k)), None)
+            if instance.business_key is not None:  # the work items carry a copy (the queue reads one table)
+                session.execute(update(WorkItemRow).where(WorkItemRow.instance_id == instance.id)
+                                .values(business_key=instance.business_key))
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
         session.flush()
         self._project_work_items(session, instance, bundle, workflow, now, completed or {}, variables)
@@ -946,7 +949,7 @@ class Engine:
                               lane=info.get("lane"), candidate_groups=groups,
                               assignee=self._evaluate_text(info.get("assignee"), task.data, "camunda:assignee"),
                               form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
-                              state="open", created_at=now)
+                              state="open", created_at=now, business_key=instance.business_key)
             session.add(row)
             groups_of[task_id] = groups
         session.flush()

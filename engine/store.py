@@ -118,6 +118,8 @@ class WorkItemRow(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     completed_by: Mapped[str | None] = mapped_column(String(200))
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # 0004: a copy of instance.business_key (the engine keeps it equal), so the queue reads one table
+    business_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class WorkItemGroupRow(Base):

@@ -31,7 +31,7 @@ AMBIGUOUS_SHOWN = 10
 WORK_ITEM_COLUMNS = (
     WorkItemRow.id, WorkItemRow.instance_id, WorkItemRow.bpmn_id, WorkItemRow.name, WorkItemRow.lane,
     WorkItemRow.candidate_groups, WorkItemRow.assignee, WorkItemRow.form_key, WorkItemRow.due_at,
-    WorkItemRow.definition_key, WorkItemRow.state, WorkItemRow.created_at, InstanceRow.business_key,
+    WorkItemRow.definition_key, WorkItemRow.state, WorkItemRow.created_at, WorkItemRow.business_key,
     WorkItemRow.completed_by, WorkItemRow.completed_at,
 )
 
@@ -69,7 +69,7 @@ def queue_query(*, instance_id: str | None = None, group: str | None = None, ass
     ``viewer_*`` restricts to one user's queue: tasks assigned to them, and tasks offered to one
     of their groups that nobody holds (``see_claimed``: also those others hold, for supervisors).
     """
-    query = select(*WORK_ITEM_COLUMNS).join(InstanceRow, InstanceRow.id == WorkItemRow.instance_id)
+    query = select(*WORK_ITEM_COLUMNS)
     if not include_closed:
         query = query.where(WorkItemRow.state == "open")
     if instance_id:
@@ -106,8 +106,7 @@ def task_candidates(session: Session, prefix: str, limit: int = AMBIGUOUS_SHOWN 
     prefix = _normalise(prefix)
     if not prefix or not _ID.match(prefix):
         return []
-    rows = session.execute(select(WorkItemRow.id, WorkItemRow.name, WorkItemRow.state, InstanceRow.business_key)
-                           .join(InstanceRow, InstanceRow.id == WorkItemRow.instance_id)
+    rows = session.execute(select(WorkItemRow.id, WorkItemRow.name, WorkItemRow.state, WorkItemRow.business_key)
                            .where(WorkItemRow.id.startswith(prefix, autoescape=True))
                            .order_by(WorkItemRow.id).limit(limit))
     return [(i, f"task {name}, {state}" + (f", case {bk}" if bk else "")) for i, name, state, bk in rows]

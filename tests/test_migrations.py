@@ -22,6 +22,7 @@ from conftest import BPMN, TESTS
 from sqlalchemy import MetaData, create_engine, inspect, select
 
 from engine.api import Engine
+from engine.errors import GridflowError
 from engine.forms import FORMS_DIR, FormRegistry
 from engine.store import MIGRATIONS_DIR, Base
 
@@ -135,6 +136,28 @@ def test_a_database_created_by_0001_upgrades_to_head_with_its_data(db_url, old_c
         done = engine.complete(review.ready_tasks[0].id, {"approved": True, "amount": 10}, user="agent1")
         assert done.status == "completed" and done.timers == []
         assert [e.type for e in engine.history(review.id)][-1] == "instance_completed"
+    finally:
+        engine.close()
+
+
+def test_a_database_at_0003_gets_the_business_key_of_its_open_work_items(db_url, old_cases, clock):
+    """0004 copies ``instance.business_key`` onto ``work_item``; until it runs, the engine refuses the database."""
+    source_url, review, _billing = old_cases
+    config = alembic_config(db_url)
+    command.upgrade(config, "0003")
+    copy_rows(source_url, db_url)
+    forms = FormRegistry([TESTS / "forms", FORMS_DIR])
+    with pytest.raises(GridflowError, match="gridflow db upgrade"):
+        Engine(db_url, clock=clock, forms=forms)
+
+    command.upgrade(config, "head")
+    copied = rows_by_table(db_url, {"work_item": ["id", "state", "business_key"]})["work_item"]
+    assert (review.ready_tasks[0].id, "open", "WO-MIG-1") in copied
+    engine = Engine(db_url, clock=clock, forms=forms)
+    try:
+        [task] = engine.tasks(instance_id=review.id)
+        assert (task.id, task.business_key) == (review.ready_tasks[0].id, "WO-MIG-1")
+        assert engine.task(task.id).business_key == "WO-MIG-1"
     finally:
         engine.close()
 
