@@ -396,7 +396,9 @@ class Engine:
             see_claimed=bool(viewer and viewer.is_supervisor),
             overdue_at=self.clock.now() if overdue else None, flow=flow, limit=limit)
         with self.store.connect() as connection:  # Core rows: no ORM identity map for 10,000 rows
-            return [_queue_item(row._mapping) for row in connection.execute(query)]
+            result = connection.execute(query)
+            names = tuple(result.keys())
+            return [_queue_item(names, row) for row in result]
 
     def task(self, task_id: str) -> WorkItem:
         with self.store.read() as session:
@@ -1199,15 +1201,16 @@ def _work_item(row: WorkItemRow, business_key: str | None) -> WorkItem:
                     business_key, row.completed_by, row.completed_at)
 
 
-def _queue_item(values) -> WorkItem:
-    """A WorkItem from a queue row labelled with its field names.
+def _queue_item(names: tuple[str, ...], values) -> WorkItem:
+    """A WorkItem from a queue row and the field names of its columns.
 
     Fills the frozen dataclass's ``__dict__`` directly: ten times cheaper than ``__init__``, which
     matters when ``gridflow tasks --json`` lists ten thousand rows.
     """
     item = object.__new__(WorkItem)
-    item.__dict__.update(values)
-    item.__dict__["candidate_groups"] = list(values["candidate_groups"] or [])
+    fields = item.__dict__
+    fields.update(zip(names, values, strict=True))
+    fields["candidate_groups"] = list(fields["candidate_groups"] or ())
     return item
 
 

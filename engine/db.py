@@ -18,7 +18,7 @@ import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,19 @@ class UtcDateTime(TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return None if value is None else value.replace(tzinfo=UTC)
+
+    def result_processor(self, dialect, coltype):
+        """On SQLite the driver returns the stored text (``2026-12-01 09:00:00.000000``): parse it with
+        ``datetime.fromisoformat`` (C code, several times faster than the dialect's regular expression;
+        a queue of ten thousand rows has thirty thousand timestamps). Other drivers return datetimes."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        parse = datetime.fromisoformat
+
+        def process(value):
+            return None if value is None else parse(value).replace(tzinfo=UTC)
+
+        return process
 
 
 _REVISION = re.compile(r"^revision(?:\s*:[^=]+)?\s*=\s*['\"]([^'\"]+)['\"]\s*$", re.MULTILINE)

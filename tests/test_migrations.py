@@ -174,3 +174,14 @@ def test_the_migrations_build_exactly_the_schema_of_the_models(db_url):
         assert set(inspect(sql).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
     finally:
         sql.dispose()
+
+
+def test_the_core_views_of_the_tables_match_the_models():
+    """engine.tables (the queue and the user directory without the ORM) names only real columns, typed alike."""
+    from engine import tables
+
+    for view in tables.ALL:
+        model = Base.metadata.tables[view.name]
+        for column in view.c:
+            assert column.name in model.c, f"{view.name}.{column.name} is not a column of the model"
+            assert type(column.type) is type(model.c[column.name].type), f"{view.name}.{column.name}"
