@@ -7,10 +7,12 @@ completion stay fast. Errors are one line on stderr with exit code 1 (user error
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -327,27 +329,47 @@ def tasks(settings: Settings, group: str | None, mine: bool, overdue: bool, flow
         instance_id = engine.resolve_instance_id(instance_id)
     queue_of = settings.acting.name if settings.acting is not None else None  # None: setup mode, all tasks
     shown = limit or (None if as_json else QUEUE_TABLE_ROWS)
-    items = engine.tasks(instance_id=instance_id, group=group, user=settings.user if mine else None,
-                         limit=shown + 1 if shown else None, for_user=queue_of, overdue=overdue, flow=flow)
-    more = bool(shown) and len(items) > shown
-    items = items[:shown] if shown else items
-    now = engine.clock.now()
-    if as_json:
-        _emit_rows([_queue_row(item, now) for item in items])
-        return
+    with _no_cycle_collection():
+        items = engine.tasks(instance_id=instance_id, group=group, user=settings.user if mine else None,
+                             limit=shown + 1 if shown else None, for_user=queue_of, overdue=overdue, flow=flow)
+        more = bool(shown) and len(items) > shown
+        items = items[:shown] if shown else items
+        now = engine.clock.now()
+        if as_json:
+            _emit_rows([_queue_row(item, now) for item in items])
+            return
     _print_queue(items, now, settings.acting, more)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the queue's rows are built.
+
+    Ten thousand rows (work items, their lists and dicts: no reference cycles, freed by reference
+    counting) set it off ~150 times for nothing, a tenth of the time ``tasks --json`` spends on them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _queue_row(item, now) -> dict[str, Any]:
     """A work item as a JSON row, with its age and SLA countdown (the same facts as the table)."""
     from engine.worklist import countdown
 
-    row = dict(item.__dict__)
-    for key in ("due_at", "created_at", "completed_at"):
-        if row.get(key) is not None:
-            row[key] = row[key].isoformat()
-    clock = countdown(item.created_at, item.due_at, now)
-    row.update(age_seconds=clock.age_seconds, due_in_seconds=clock.due_in_seconds, sla=clock.state)
+    row = item.__dict__.copy()  # the WorkItem's fields, in order (ten thousand rows: no asdict)
+    created, due, completed = item.created_at, item.due_at, item.completed_at
+    row["created_at"] = created.isoformat()
+    if due is not None:
+        row["due_at"] = due.isoformat()
+    if completed is not None:
+        row["completed_at"] = completed.isoformat()
+    clock = countdown(created, due, now)
+    row["age_seconds"], row["due_in_seconds"], row["sla"] = clock.age_seconds, clock.due_in_seconds, clock.state
     return row
 
 

@@ -100,11 +100,10 @@ def clone_instance(url: str, instance_id: str, count: int, business_key: Callabl
                             rendered = _render(row, mapping, delta)
                             if adjust is not None:
                                 adjust(n, table.name, rendered)
+                            if business_key is not None and "business_key" in table.c:  # instance, work_item
+                                rendered["business_key"] = business_key(n)
                             rows[table.name].append(rendered)
-                    first = rows["instance"][-1]
-                    if business_key is not None:
-                        first["business_key"] = business_key(n)
-                    created.append(first["id"])
+                    created.append(rows["instance"][-1]["id"])
                 for table in tables:
                     if rows[table.name]:
                         connection.execute(table.insert(), rows[table.name])

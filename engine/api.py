@@ -7,6 +7,7 @@ Every "now" comes from the injected clock.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -15,38 +16,48 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, text
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 from . import identity, worklist
 from .clock import Clock, SystemClock, require_aware
+from .db import Store
 from .errors import Conflict, DefinitionError, GridflowError, InvalidInput, NotAllowed, NotFound
 from .expressions import ExpressionError
 from .forms import FormRegistry
 from .identity import Refused, User
-from .store import (
-    DefinitionRow,
-    EventRow,
-    IncidentRow,
-    InstanceRow,
-    Store,
-    SubscriptionRow,
-    TimerRow,
-    UserRow,
-    WorkItemGroupRow,
-    WorkItemRow,
-)
 
 if TYPE_CHECKING:  # SpiffWorkflow, lxml and handler modules are imported where first needed: fast start-up
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
     from handlers.registry import HandlerSpec
 
     from .definitions import ProcessSource
     from .runtime import Runtime, SpecBundle, StepRecord
+    from .store import DefinitionRow, InstanceRow, WorkItemRow
 
+
+
+class _Models:
+    """The ORM models of :mod:`engine.store`, imported on first use.
+
+    Importing the ORM takes a tenth of a second; ``gridflow tasks`` (Core queries on
+    :mod:`engine.tables`) and the acting-user check never need it.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        from . import store
+
+        value = getattr(store, name)
+        setattr(self, name, value)  # later lookups are plain attribute reads
+        return value
+
+
+models = _Models()
 DEFAULT_URL = "sqlite:///gridflow.db"
 SPEC_CACHE_SIZE = 64
 # history events whose actor is the user of the command that caused them
@@ -209,7 +220,7 @@ class Engine:
         from .definitions import inspect_files
 
         with self.store.read() as session:
-            deployed = set(session.scalars(select(DefinitionRow.key).distinct()))
+            deployed = set(session.scalars(select(models.DefinitionRow.key).distinct()))
         return inspect_files(list(paths), known_topics=set(self.handlers), external_processes=deployed,
                              form_exists=self.forms.exists)
 
@@ -240,17 +251,18 @@ class Engine:
                     row = rows.get(called) or self._latest(session, called)
                     calls[called], hashes[called] = row.id, row.content_hash
                 content_hash = source.content_hash(hashes)
-                row = session.scalars(select(DefinitionRow).where(DefinitionRow.content_hash == content_hash)).first()
+                row = session.scalars(select(models.DefinitionRow)
+                                      .where(models.DefinitionRow.content_hash == content_hash)).first()
                 if row is None:
-                    latest = session.scalar(select(func.max(DefinitionRow.version)).where(
-                        DefinitionRow.key == source.key)) or 0
-                    row = DefinitionRow(key=source.key, version=latest + 1, name=source.name,
+                    latest = session.scalar(select(func.max(models.DefinitionRow.version)).where(
+                        models.DefinitionRow.key == source.key)) or 0
+                    row = models.DefinitionRow(key=source.key, version=latest + 1, name=source.name,
                                         content_hash=content_hash, filename=Path(source.file).name,
                                         xml=source.xml, calls=calls, meta=source.meta, deployed_at=now,
                                         deployed_by=user)
                     session.add(row)
                     session.flush()
-                    session.add(EventRow(instance_id=None, at=now, type="definition_deployed", actor=user,
+                    session.add(models.EventRow(instance_id=None, at=now, type="definition_deployed", actor=user,
                                          data={"key": row.key, "version": row.version, "hash": content_hash}))
                 rows[source.key] = row
                 result.append(_definition(row))
@@ -262,14 +274,15 @@ class Engine:
     def definitions(self) -> list[Definition]:
         """Every deployed version, newest first per key."""
         with self.store.read() as session:
-            rows = session.scalars(select(DefinitionRow).order_by(DefinitionRow.key, DefinitionRow.version.desc()))
+            rows = session.scalars(select(models.DefinitionRow)
+                                   .order_by(models.DefinitionRow.key, models.DefinitionRow.version.desc()))
             return [_definition(r) for r in rows]
 
     def _latest(self, session: Session, key: str) -> DefinitionRow:
-        row = session.scalars(select(DefinitionRow).where(DefinitionRow.key == key)
-                              .order_by(DefinitionRow.version.desc()).limit(1)).first()
+        row = session.scalars(select(models.DefinitionRow).where(models.DefinitionRow.key == key)
+                              .order_by(models.DefinitionRow.version.desc()).limit(1)).first()
         if row is None:
-            known = ", ".join(session.scalars(select(DefinitionRow.key).distinct())) or "none"
+            known = ", ".join(session.scalars(select(models.DefinitionRow.key).distinct())) or "none"
             raise NotFound(f"no process '{key}' is deployed (deployed: {known})")
         return row
 
@@ -279,13 +292,13 @@ class Engine:
             self._specs.move_to_end(definition_id)
             return bundle
         rows: dict[str, DefinitionRow] = {}
-        pending = [session.get(DefinitionRow, definition_id)]
+        pending = [session.get(models.DefinitionRow, definition_id)]
         while pending:
             row = pending.pop()
             if row.key in rows:
                 continue
             rows[row.key] = row
-            pending.extend(session.get(DefinitionRow, i) for i in row.calls.values())
+            pending.extend(session.get(models.DefinitionRow, i) for i in row.calls.values())
         from .bpmn import GridflowParser
         from .definitions import parse_xml
         from .runtime import SpecBundle
@@ -296,7 +309,7 @@ class Engine:
             if row.xml not in seen:
                 seen.add(row.xml)
                 parser.add_bpmn_xml(parse_xml(row.xml, row.filename), row.filename)
-        top = session.get(DefinitionRow, definition_id)
+        top = session.get(models.DefinitionRow, definition_id)
         bundle = SpecBundle(definition_id, top.key, top.version, top.content_hash, parser.get_spec(top.key),
                             parser.get_subprocess_specs(top.key), {k: r.meta for k, r in rows.items()})
         self._specs[definition_id] = bundle
@@ -325,7 +338,7 @@ class Engine:
             business_key = next((str(data[k]) for k in ("workOrderNo", "applicationNo") if data.get(k)), None)
         if business_key is not None and len(str(business_key)) > 200:
             raise InvalidInput(f"business key is {len(str(business_key))} characters long; at most 200 are allowed")
-        instance = InstanceRow(id=str(uuid.uuid4()), definition_id=row.id, business_key=business_key,
+        instance = models.InstanceRow(id=str(uuid.uuid4()), definition_id=row.id, business_key=business_key,
                                status="starting", state_json="", variables={}, started_at=now, started_by=user)
         session.add(instance)
         session.flush()
@@ -348,19 +361,19 @@ class Engine:
 
     def instances(self, key: str | None = None, status: str | None = None, limit: int = 100) -> list[Instance]:
         with self.store.read() as session:
-            query = select(InstanceRow).order_by(InstanceRow.started_at.desc()).limit(limit)
+            query = select(models.InstanceRow).order_by(models.InstanceRow.started_at.desc()).limit(limit)
             if key:
-                query = query.join(DefinitionRow).where(DefinitionRow.key == key)
+                query = query.join(models.DefinitionRow).where(models.DefinitionRow.key == key)
             if status:
-                query = query.where(InstanceRow.status == status)
+                query = query.where(models.InstanceRow.status == status)
             return [self._instance_view(session, row) for row in session.scalars(query)]
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The append-only events of one instance, oldest first."""
         with self.store.read() as session:
             self._get_instance(session, instance_id)
-            rows = session.scalars(select(EventRow).where(EventRow.instance_id == instance_id)
-                                   .order_by(EventRow.id))
+            rows = session.scalars(select(models.EventRow).where(models.EventRow.instance_id == instance_id)
+                                   .order_by(models.EventRow.id))
             restore = self.runtime.serializer.restore_data
             return [HistoryEvent(r.id, r.instance_id, r.at, r.type, r.actor, r.task_id, r.bpmn_id,
                                  restore(r.data or {})) for r in rows]
@@ -380,20 +393,22 @@ class Engine:
         if for_user is not None:
             viewer = self._checked(for_user, "tasks")
             if viewer is None:  # identities off: use the directory when it knows the user
-                with self.store.read() as session:
-                    viewer = identity.load_user(session, for_user) or User(for_user, [])
+                with self.store.connect() as connection:
+                    viewer = identity.load_user(connection, for_user) or User(for_user, [])
         query = worklist.queue_query(
             instance_id=instance_id, group=group, assignee=user, include_closed=include_closed,
             viewer_name=viewer.name if viewer else None, viewer_groups=viewer.groups if viewer else None,
             see_claimed=bool(viewer and viewer.is_supervisor),
             overdue_at=self.clock.now() if overdue else None, flow=flow, limit=limit)
-        with self.store.sql.connect() as connection:  # Core rows: no ORM identity map for 10,000 rows
-            return [_queue_item(row._mapping) for row in connection.execute(query)]
+        with self.store.connect() as connection:  # Core rows: no ORM identity map for 10,000 rows
+            result = connection.execute(query)
+            names = tuple(result.keys())
+            return [_queue_item(names, row) for row in result]
 
     def task(self, task_id: str) -> WorkItem:
         with self.store.read() as session:
             row = self._get_work_item(session, task_id)
-            return _work_item(row, session.get(InstanceRow, row.instance_id).business_key)
+            return _work_item(row, session.get(models.InstanceRow, row.instance_id).business_key)
 
     def form_schema(self, task_id: str) -> dict[str, Any] | None:
         return self.forms.schema(self.task(task_id).form_key)
@@ -418,7 +433,7 @@ class Engine:
             if row.assignee != user:
                 now = self.clock.now()
                 row.assignee, row.claimed_by, row.claimed_at = user, user, now
-                session.add(EventRow(instance_id=row.instance_id, at=now, type="task_claimed", actor=user,
+                session.add(models.EventRow(instance_id=row.instance_id, at=now, type="task_claimed", actor=user,
                                      task_id=row.id, bpmn_id=row.bpmn_id, data={}))
             return self._item_view(session, row)
 
@@ -439,7 +454,7 @@ class Engine:
                               bpmn_id=row.bpmn_id)
             previous, now = row.assignee, self.clock.now()
             row.assignee, row.claimed_by, row.claimed_at = None, None, None
-            session.add(EventRow(instance_id=row.instance_id, at=now, type="task_unclaimed", actor=user,
+            session.add(models.EventRow(instance_id=row.instance_id, at=now, type="task_unclaimed", actor=user,
                                  task_id=row.id, bpmn_id=row.bpmn_id, data={"previous_assignee": previous}))
             return self._item_view(session, row)
 
@@ -455,7 +470,7 @@ class Engine:
                 raise NotFound(f"no user '{to}' (see 'gridflow user list')")
             previous, now = row.assignee, self.clock.now()
             row.assignee, row.claimed_by, row.claimed_at = to, user or to, now
-            session.add(EventRow(instance_id=row.instance_id, at=now, type="task_reassigned", actor=user,
+            session.add(models.EventRow(instance_id=row.instance_id, at=now, type="task_reassigned", actor=user,
                                  task_id=row.id, bpmn_id=row.bpmn_id,
                                  data={"from": previous, "to": to}))
             return self._item_view(session, row)
@@ -464,7 +479,7 @@ class Engine:
         """A task with what its operator needs: the form's JSON Schema and the case variables."""
         with self.store.read() as session:
             row = self._get_work_item(session, task_id)
-            instance = session.get(InstanceRow, row.instance_id)
+            instance = session.get(models.InstanceRow, row.instance_id)
             variables = self.runtime.serializer.restore_data(instance.variables or {})
             return TaskView(_work_item(row, instance.business_key), self.forms.schema(row.form_key), variables,
                             instance.status)
@@ -513,7 +528,7 @@ class Engine:
         with self._command() as session:
             if not self.store.is_sqlite:  # two concurrent inits must not both see an empty directory
                 session.execute(text("LOCK TABLE app_user IN SHARE ROW EXCLUSIVE MODE"))
-            count = session.scalar(select(func.count()).select_from(UserRow))
+            count = session.scalar(select(func.count()).select_from(models.UserRow))
             if count:
                 raise Refused(f"this database already has {count} user(s); db init only creates the first admin "
                               "(an admin adds users with 'gridflow user add')", action="db init", actor=admin)
@@ -550,8 +565,8 @@ class Engine:
         by default, once the database has a user (setup mode before ``gridflow db init``)."""
         if self.identities is not None:
             return self.identities
-        with self.store.read() as session:
-            return identity.has_users(session)
+        with self.store.connect() as connection:
+            return identity.has_users(connection)
 
     def authorize(self, user: str | None, action: str) -> User | None:
         """Check that ``user`` may do ``action`` (known user; the groups ``engine.identity.ACTION_GROUPS``
@@ -569,14 +584,14 @@ class Engine:
         """
         self._checked(user, "audit")
         with self.store.read() as session:
-            query = select(EventRow)
+            query = select(models.EventRow)
             if instance_id:
-                query = query.where(EventRow.instance_id == instance_id)
+                query = query.where(models.EventRow.instance_id == instance_id)
             if type:
-                query = query.where(EventRow.type == type)
+                query = query.where(models.EventRow.type == type)
             if actor:
-                query = query.where(EventRow.actor == actor)
-            rows = list(session.scalars(query.order_by(EventRow.id.desc()).limit(limit)))
+                query = query.where(models.EventRow.actor == actor)
+            rows = list(session.scalars(query.order_by(models.EventRow.id.desc()).limit(limit)))
             restore = self.runtime.serializer.restore_data
             return [HistoryEvent(r.id, r.instance_id, r.at, r.type, r.actor, r.task_id, r.bpmn_id,
                                  restore(r.data or {})) for r in reversed(rows)]
@@ -725,10 +740,10 @@ class Engine:
         return schedules.list_schedules(self)
 
     def _message_start_definition(self, session: Session, message_name: str) -> DefinitionRow | None:
-        latest = (select(DefinitionRow.key, func.max(DefinitionRow.version).label("version"))
-                  .group_by(DefinitionRow.key).subquery())
-        rows = session.scalars(select(DefinitionRow).join(
-            latest, (DefinitionRow.key == latest.c.key) & (DefinitionRow.version == latest.c.version)))
+        latest = (select(models.DefinitionRow.key, func.max(models.DefinitionRow.version).label("version"))
+                  .group_by(models.DefinitionRow.key).subquery())
+        rows = session.scalars(select(models.DefinitionRow).join(
+            latest, (models.DefinitionRow.key == latest.c.key) & (models.DefinitionRow.version == latest.c.version)))
         for row in rows:
             for info in row.meta.values():
                 if info.get("process_start") and info.get("message") == message_name:
@@ -748,10 +763,11 @@ class Engine:
         try:
             threshold = self.clock.now()
             with self.store.read() as session:
-                due = session.execute(select(TimerRow.instance_id, func.min(TimerRow.due_at).label("first"))
-                                      .join(InstanceRow, InstanceRow.id == TimerRow.instance_id)
-                                      .where(TimerRow.due_at <= threshold, InstanceRow.status == "running")
-                                      .group_by(TimerRow.instance_id).order_by("first").limit(limit)).all()
+                timer, case = models.TimerRow, models.InstanceRow
+                due = session.execute(select(timer.instance_id, func.min(timer.due_at).label("first"))
+                                      .join(case, case.id == timer.instance_id)
+                                      .where(timer.due_at <= threshold, case.status == "running")
+                                      .group_by(timer.instance_id).order_by("first").limit(limit)).all()
             fired = 0
             for instance_id, _ in due:
                 if should_stop is not None and should_stop():
@@ -771,8 +787,8 @@ class Engine:
             instance = self._lock_instance(session, instance_id, skip_locked=True)
             if instance is None or instance.status != "running":
                 return 0
-            if session.scalar(select(TimerRow.id).where(TimerRow.instance_id == instance_id,
-                                                        TimerRow.due_at <= now).limit(1)) is None:
+            if session.scalar(select(models.TimerRow.id).where(models.TimerRow.instance_id == instance_id,
+                                                        models.TimerRow.due_at <= now).limit(1)) is None:
                 return 0  # another worker fired them after our look: skip loading the state
             bundle = self._bundle(session, instance.definition_id)
             workflow = self.runtime.load(bundle, instance.state_json)
@@ -801,6 +817,8 @@ class Engine:
         Returns what ``_instance_view`` needs to describe the instance without reading it back, or None
         when a thrown message was delivered in the same transaction (the instance may have moved again).
         """
+        from sqlalchemy.orm.exc import StaleDataError
+
         from . import jobs, messages, sla_clocks, waits
         from .runtime import StepFailed, StepRecord
 
@@ -817,7 +835,7 @@ class Engine:
             instance.status, instance.error = self.runtime.status(workflow), None
         except StepFailed as failure:
             instance.status, instance.error = "error", str(failure)
-            session.add(IncidentRow(instance_id=instance.id, task_id=failure.task_id, bpmn_id=failure.bpmn_id,
+            session.add(models.IncidentRow(instance_id=instance.id, task_id=failure.task_id, bpmn_id=failure.bpmn_id,
                                     message=str(failure), created_at=now))
             records.append(StepRecord("instance_error", failure.task_id, failure.bpmn_id,
                                       {"message": str(failure)}))
@@ -838,6 +856,9 @@ class Engine:
         if instance.business_key is None:  # a case number assigned during the step
             instance.business_key = next((str(variables[k]) for k in ("workOrderNo", "applicationNo")
                                           if variables.get(k)), None)
+            if instance.business_key is not None:  # the work items carry a copy (the queue reads one table)
+                session.execute(update(models.WorkItemRow).where(models.WorkItemRow.instance_id == instance.id)
+                                .values(business_key=instance.business_key))
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
         session.flush()
         open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {}, variables)
@@ -848,7 +869,7 @@ class Engine:
         sla_clocks.project(self, session, instance, bundle, workflow, now, variables, records)
         convert = self.runtime.serializer.convert_data
         if records:  # Core on the session's connection: the ORM's bulk insert costs more than the rows
-            session.connection().execute(insert(EventRow.__table__), [
+            session.connection().execute(insert(models.EventRow.__table__), [
                 {"instance_id": instance.id, "at": now, "type": record.type,
                  "actor": getattr(record, "actor", None) or (user if record.type in _ACTOR_EVENTS else None),
                  "task_id": record.task_id, "bpmn_id": record.bpmn_id, "data": _json_safe(convert(record.data))}
@@ -874,19 +895,20 @@ class Engine:
         SQL, so that the cost follows the matches rather than every case in the window. A value that is
         not text (or an empty ``any_of``) filters nothing: the result is never smaller than without it.
         """
-        query = select(InstanceRow).join(DefinitionRow).where(
-            DefinitionRow.key == key, InstanceRow.started_at >= since, InstanceRow.id != exclude)
+        query = select(models.InstanceRow).join(models.DefinitionRow).where(
+            models.DefinitionRow.key == key, models.InstanceRow.started_at >= since, models.InstanceRow.id != exclude)
         wanted = {k: v for k, v in (any_of or {}).items() if v not in (None, "")}
         if wanted and all(isinstance(v, str) for v in wanted.values()):
-            query = query.where(or_(*(InstanceRow.variables[k].as_string() == v for k, v in wanted.items())))
-        rows = session.scalars(query.order_by(InstanceRow.started_at))
+            query = query.where(or_(*(models.InstanceRow.variables[k].as_string() == v for k, v in wanted.items())))
+        rows = session.scalars(query.order_by(models.InstanceRow.started_at))
         restore = self.runtime.serializer.restore_data
         return [{"instance_id": r.id, "business_key": r.business_key, "started_at": r.started_at,
                  "status": r.status, "variables": restore(r.variables or {})} for r in rows]
 
     def _history_dicts(self, session: Session, instance_id: str) -> list[dict[str, Any]]:
         """The stored history of one instance for ``HandlerContext.history`` (read-only, oldest first)."""
-        rows = session.scalars(select(EventRow).where(EventRow.instance_id == instance_id).order_by(EventRow.id))
+        rows = session.scalars(select(models.EventRow).where(models.EventRow.instance_id == instance_id)
+                               .order_by(models.EventRow.id))
         restore = self.runtime.serializer.restore_data
         return [{"type": r.type, "task_id": r.task_id, "bpmn_id": r.bpmn_id, "data": restore(r.data or {})}
                 for r in rows]
@@ -901,13 +923,13 @@ class Engine:
         from .runtime import StepRecord
 
         data = payload if isinstance(payload, dict) else {"payload": payload}
-        candidates = session.scalars(select(SubscriptionRow).join(InstanceRow).where(
-            SubscriptionRow.message_name == name, InstanceRow.status == "running",
-            SubscriptionRow.instance_id != source.id)).all()
+        candidates = session.scalars(select(models.SubscriptionRow).join(models.InstanceRow).where(
+            models.SubscriptionRow.message_name == name, models.InstanceRow.status == "running",
+            models.SubscriptionRow.instance_id != source.id)).all()
         matches = [c for c in candidates if _correlation_matches(c.correlation, data)]
         now = self.clock.now()
         if len({m.instance_id for m in matches}) > 1:
-            session.add(EventRow(instance_id=source.id, at=now, type="message_undelivered",
+            session.add(models.EventRow(instance_id=source.id, at=now, type="message_undelivered",
                                  data={"message": name, "reason": f"matches {len(matches)} instances"}))
             return
         if matches:
@@ -922,7 +944,7 @@ class Engine:
             return
         start = self._message_start_definition(session, name)
         if start is None:
-            session.add(EventRow(instance_id=source.id, at=now, type="message_undelivered",
+            session.add(models.EventRow(instance_id=source.id, at=now, type="message_undelivered",
                                  data={"message": name, "reason": "no waiting instance and no process starts with it"}))
             return
         business_key = data.get("workOrderNo") or data.get("applicationNo")
@@ -935,7 +957,7 @@ class Engine:
 
         Returns the open items after the step, oldest first.
         """
-        open_rows = {row.id: row for row in session.scalars(_OPEN_ITEMS, {"instance_id": instance.id})}
+        open_rows = {row.id: row for row in session.scalars(_statements().open_items, {"instance_id": instance.id})}
         ready = {str(task.id): task for task in self.runtime.ready_user_tasks(workflow)}
         still_open: list[WorkItemRow] = []
         closed: list[str] = []
@@ -953,7 +975,7 @@ class Engine:
             else:
                 row.state, row.completed_at = "cancelled", now
             closed.append(task_id)
-        groups_table = WorkItemGroupRow.__table__
+        groups_table = models.WorkItemGroupRow.__table__
         if closed:
             session.connection().execute(delete(groups_table).where(groups_table.c.work_item_id.in_(closed)))
         groups: list[dict[str, str]] = []
@@ -962,12 +984,12 @@ class Engine:
                 continue
             info = bundle.info(task)
             candidates = list(info.get("candidate_groups") or [])
-            row = WorkItemRow(id=task_id, instance_id=instance.id, definition_key=bundle.key,
+            row = models.WorkItemRow(id=task_id, instance_id=instance.id, definition_key=bundle.key,
                               bpmn_id=task.task_spec.bpmn_id, name=info.get("name") or task.task_spec.bpmn_id,
                               lane=info.get("lane"), candidate_groups=candidates,
                               assignee=self._evaluate_text(info.get("assignee"), task.data, "camunda:assignee"),
                               form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
-                              state="open", created_at=now)
+                              state="open", created_at=now, business_key=instance.business_key)
             session.add(row)
             still_open.append(row)
             groups.extend({"work_item_id": task_id, "group_name": group} for group in dict.fromkeys(candidates))
@@ -1035,7 +1057,7 @@ class Engine:
     def _record_refusal(self, refused: Refused) -> None:
         identity.record_refusal(self.store, self.clock.now(), refused)
 
-    def _acting(self, session: Session, user: str | None, action: str,
+    def _acting(self, session: Session | Connection, user: str | None, action: str,
                 task: WorkItemRow | None = None, groups: bool = True) -> User | None:
         """The acting user when identities apply to this call (else None); Refused when unknown or (with
         ``groups``) when ``action`` needs a group the user is not in (see ``engine.identity``)."""
@@ -1057,8 +1079,8 @@ class Engine:
     def _checked(self, user: str | None, action: str, groups: bool = True) -> User | None:
         """``_acting`` in its own read transaction, for commands that check before they write or only read."""
         try:
-            with self.store.read() as session:
-                return self._acting(session, user, action, groups=groups)
+            with self.store.connect() as connection:  # Core only: checking the user needs no ORM
+                return self._acting(connection, user, action, groups=groups)
         except Refused as refused:
             self._record_refusal(refused)
             raise
@@ -1068,7 +1090,7 @@ class Engine:
         query = self._lock_queries.get(skip_locked)
         if query is None:
             query = self._lock_queries[skip_locked] = self.store.lock_for_update(
-                select(InstanceRow).where(InstanceRow.id == bindparam("instance_id")),
+                select(models.InstanceRow).where(models.InstanceRow.id == bindparam("instance_id")),
                 skip_locked=skip_locked).execution_options(populate_existing=True)
         row = session.scalars(query, {"instance_id": instance_id}).first()
         if row is None:
@@ -1079,13 +1101,13 @@ class Engine:
 
     @staticmethod
     def _get_instance(session: Session, instance_id: str) -> InstanceRow:
-        row = session.get(InstanceRow, instance_id)
+        row = session.get(models.InstanceRow, instance_id)
         if row is None:
             raise NotFound(f"no instance '{instance_id}'")
         return row
 
     def _get_work_item(self, session: Session, task_id: str, lock: bool = False) -> WorkItemRow:
-        query = self.store.lock_for_update(_WORK_ITEM) if lock else _WORK_ITEM
+        query = self.store.lock_for_update(_statements().work_item) if lock else _statements().work_item
         row = session.scalars(query, {"task_id": task_id}).first()
         if row is None:
             raise NotFound(f"no task '{task_id}'")
@@ -1093,7 +1115,7 @@ class Engine:
 
     @staticmethod
     def _item_view(session: Session, row: WorkItemRow) -> WorkItem:
-        return _work_item(row, session.get(InstanceRow, row.instance_id).business_key)
+        return _work_item(row, session.get(models.InstanceRow, row.instance_id).business_key)
 
     def _instance_view(self, session: Session, row: InstanceRow, saved: SavedStep | None = None) -> Instance:
         """The ``Instance`` of a row; with ``saved`` (what a step just wrote) its work items and timers are not
@@ -1102,7 +1124,7 @@ class Engine:
         if bundle is not None:
             key, version = bundle.key, bundle.version
         else:
-            definition = session.get(DefinitionRow, row.definition_id)
+            definition = session.get(models.DefinitionRow, row.definition_id)
             key, version = definition.key, definition.version
         incidents = None
         if saved is not None:
@@ -1110,9 +1132,9 @@ class Engine:
             if not saved.may_have_incidents:
                 incidents = []
         else:
-            open_items = session.scalars(_OPEN_ITEMS, {"instance_id": row.id})
+            open_items = session.scalars(_statements().open_items, {"instance_id": row.id})
             timers = [TimerInfo(t.id, t.bpmn_id, t.due_at) for t in session.scalars(
-                select(TimerRow).where(TimerRow.instance_id == row.id).order_by(TimerRow.due_at))]
+                select(models.TimerRow).where(models.TimerRow.instance_id == row.id).order_by(models.TimerRow.due_at))]
         ready = [_work_item(r, row.business_key) for r in open_items]
         variables = self.runtime.serializer.restore_data(row.variables or {})
         if incidents is None:
@@ -1133,11 +1155,16 @@ class SavedStep:
     may_have_incidents: bool = True
 
 
-#: statements of every command, built once (building a select costs more than running it on SQLite)
-_WORK_ITEM = select(WorkItemRow).where(WorkItemRow.id == bindparam("task_id"))
-_OPEN_ITEMS = (select(WorkItemRow)
-               .where(WorkItemRow.instance_id == bindparam("instance_id"), WorkItemRow.state == "open")
-               .order_by(WorkItemRow.created_at))
+@functools.cache
+def _statements() -> SimpleNamespace:
+    """Statements of every command, built once on first use (building a select costs more than running it
+    on SQLite; built lazily because the ORM models are imported only by commands that write)."""
+    item = models.WorkItemRow
+    return SimpleNamespace(
+        work_item=select(item).where(item.id == bindparam("task_id")),
+        open_items=select(item).where(item.instance_id == bindparam("instance_id"), item.state == "open")
+        .order_by(item.created_at),
+    )
 
 
 class _Command:
@@ -1179,6 +1206,8 @@ class _Command:
 
 def _database_error(error: BaseException) -> BaseException:
     """A database-level failure as a one-line engine error (other exceptions unchanged)."""
+    from sqlalchemy.orm.exc import StaleDataError  # a write session is open: the ORM is loaded
+
     if isinstance(error, StaleDataError):
         return Conflict("the instance was changed by another command at the same time; try again")
     if isinstance(error, IntegrityError):
@@ -1231,15 +1260,16 @@ def _work_item(row: WorkItemRow, business_key: str | None) -> WorkItem:
                     business_key, row.completed_by, row.completed_at)
 
 
-def _queue_item(values) -> WorkItem:
-    """A WorkItem from a queue row labelled with its field names.
+def _queue_item(names: tuple[str, ...], values) -> WorkItem:
+    """A WorkItem from a queue row and the field names of its columns.
 
     Fills the frozen dataclass's ``__dict__`` directly: ten times cheaper than ``__init__``, which
     matters when ``gridflow tasks --json`` lists ten thousand rows.
     """
     item = object.__new__(WorkItem)
-    item.__dict__.update(values)
-    item.__dict__["candidate_groups"] = list(values["candidate_groups"] or [])
+    fields = item.__dict__
+    fields.update(zip(names, values, strict=True))
+    fields["candidate_groups"] = list(fields["candidate_groups"] or ())
     return item
 
 

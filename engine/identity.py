@@ -27,13 +27,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from .errors import InvalidInput, NotAllowed, NotFound
-from .store import EventRow, Store, UserGroupRow, UserRow
+from .tables import app_user, app_user_group
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    from .db import Store
 
 ADMIN_GROUP = "admin"
 SUPERVISOR_GROUPS = ("supervisor", "dutySupervisor")
@@ -117,30 +123,35 @@ def check_name(name: str, what: str = "user name") -> str:
     return name
 
 
-def has_users(session: Session) -> bool:
-    return session.scalar(select(UserRow.name).limit(1)) is not None
+# The readers take an ORM session or a Core connection (Engine.tasks checks its user without the ORM).
+def has_users(session: Session | Connection) -> bool:
+    return session.scalar(select(app_user.c.name).limit(1)) is not None
 
 
-def load_user(session: Session, name: str) -> User | None:
-    row = session.get(UserRow, name)
+def load_user(session: Session | Connection, name: str) -> User | None:
+    row = session.execute(select(app_user.c.name, app_user.c.display_name, app_user.c.created_at)
+                          .where(app_user.c.name == name)).first()
     if row is None:
         return None
-    groups = sorted(session.scalars(select(UserGroupRow.group_name).where(UserGroupRow.user_name == name)))
+    groups = sorted(session.scalars(select(app_user_group.c.group_name).where(app_user_group.c.user_name == name)))
     return User(row.name, groups, row.display_name, row.created_at)
 
 
-def list_users(session: Session) -> list[User]:
+def list_users(session: Session | Connection) -> list[User]:
     groups: dict[str, list[str]] = {}
-    for user_name, group in session.execute(select(UserGroupRow.user_name, UserGroupRow.group_name)
-                                            .order_by(UserGroupRow.user_name, UserGroupRow.group_name)):
+    for user_name, group in session.execute(select(app_user_group.c.user_name, app_user_group.c.group_name)
+                                            .order_by(app_user_group.c.user_name, app_user_group.c.group_name)):
         groups.setdefault(user_name, []).append(group)
     return [User(r.name, groups.get(r.name, []), r.display_name, r.created_at)
-            for r in session.scalars(select(UserRow).order_by(UserRow.name))]
+            for r in session.execute(select(app_user.c.name, app_user.c.display_name, app_user.c.created_at)
+                                     .order_by(app_user.c.name))]
 
 
 def add_user(session: Session, name: str, groups: Iterable[str], display_name: str | None, now: datetime,
              actor: str | None) -> User:
     """Insert a user with its groups and a ``user_added`` event (in the caller's transaction)."""
+    from .store import EventRow, UserGroupRow, UserRow
+
     name = check_name(name)
     wanted = sorted({check_name(g, "group name") for g in groups})
     if session.get(UserRow, name) is not None:
@@ -158,6 +169,8 @@ def add_user(session: Session, name: str, groups: Iterable[str], display_name: s
 def change_groups(session: Session, name: str, add: Iterable[str], remove: Iterable[str], now: datetime,
                   actor: str | None) -> User:
     """Add and remove group memberships, with a ``user_groups_changed`` event (caller's transaction)."""
+    from .store import EventRow, UserGroupRow
+
     user = load_user(session, name)
     if user is None:
         raise NotFound(f"no user '{name}'")
@@ -239,6 +252,8 @@ def record_refusal(store: Store, at: datetime, refused: Refused) -> None:
 
     A database error here is swallowed: the refusal itself is what the caller must see.
     """
+    from .store import EventRow
+
     try:
         with store.write() as session:
             session.add(EventRow(instance_id=refused.instance_id, at=at, type="refused", actor=refused.actor,

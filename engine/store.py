@@ -1,60 +1,34 @@
-"""SQLAlchemy 2.0 models and the transaction scopes of the engine.
+"""SQLAlchemy 2.0 models of the engine's tables; the connection and transactions are in :mod:`engine.db`.
 
-One transaction per engine command (:meth:`Store.write`). SQLite (embedded default, WAL mode)
-takes its write lock at ``BEGIN IMMEDIATE``, so concurrent writers queue instead of failing
-half-way; PostgreSQL locks the instance row with ``SELECT … FOR UPDATE``. The ``instance.rev``
-column is an optimistic lock checked on every UPDATE as a second line of defence.
+One transaction per engine command (:meth:`Store.write`). The ``instance.rev`` column is an
+optimistic lock checked on every UPDATE as a second line of defence (PostgreSQL also locks the
+instance row with ``SELECT … FOR UPDATE``). All timestamps are stored in UTC and returned
+timezone-aware (:class:`UtcDateTime`).
 
-All timestamps are stored in UTC and returned timezone-aware.
+Importing this module imports the ORM; code on the start-up path of a read-only command uses
+:mod:`engine.tables` instead.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
-    create_engine,
-    event,
-    inspect,
-    text,
 )
-from sqlalchemy.engine import Engine as SqlEngine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+from .db import MIGRATIONS_DIR, Store, UtcDateTime
 
-
-class UtcDateTime(TypeDecorator):
-    """Aware datetimes in, aware (UTC) datetimes out; stored as naive UTC."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} refused: every instant must carry a time zone")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else value.replace(tzinfo=UTC)
+__all__ = ["MIGRATIONS_DIR", "Base", "Store", "UtcDateTime"]  # and the *Row models below
 
 
 class Base(DeclarativeBase):
@@ -118,6 +92,8 @@ class WorkItemRow(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     completed_by: Mapped[str | None] = mapped_column(String(200))
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # 0004: a copy of instance.business_key (the engine keeps it equal), so the queue reads one table
+    business_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class WorkItemGroupRow(Base):
@@ -306,134 +282,3 @@ class SlaClockRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-_REVISION = re.compile(r"^revision(?:\s*:[^=]+)?\s*=\s*['\"]([^'\"]+)['\"]\s*$", re.MULTILINE)
-_DOWN_REVISION = re.compile(r"^down_revision(?:\s*:[^=]+)?\s*=\s*(.+?)\s*$", re.MULTILINE)
-
-
-@functools.lru_cache(maxsize=1)
-def _migration_head() -> str | None:
-    """The one head revision of ``migrations/versions``, read from the files; None when not simple."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        revision, down = _REVISION.search(text), _DOWN_REVISION.search(text)
-        if revision is None or down is None:
-            return None
-        revisions.add(revision.group(1))
-        value = down.group(1)
-        if value != "None":
-            if not re.fullmatch(r"['\"][^'\"]+['\"]", value):
-                return None  # a merge revision (tuple) or an expression
-            parents.add(value[1:-1])
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    dbapi_connection.isolation_level = None  # SQLAlchemy's begin event issues BEGIN itself
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def _sqlite_begin(connection) -> None:
-    immediate = connection.get_execution_options().get("gridflow_write", False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-class Store:
-    """The database: engine, schema migrations and transaction scopes."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        kwargs = {"future": True}
-        if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
-        else:
-            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
-        self.sql: SqlEngine = create_engine(url, **kwargs)
-        if self.is_sqlite:
-            event.listen(self.sql, "connect", _sqlite_pragmas)
-            event.listen(self.sql, "begin", _sqlite_begin)
-        self._writer = self.sql.execution_options(gridflow_write=True)
-
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        """A read-only session (snapshot); rolled back at the end."""
-        with Session(self.sql, expire_on_commit=False) as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
-
-    @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One atomic command: commits when the block ends, rolls back everything on any exception."""
-        with Session(self._writer, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-
-    def serialize_deploys(self, session: Session) -> None:
-        """Make concurrent deploys take turns (PostgreSQL advisory lock until commit; SQLite already does)."""
-        if not self.is_sqlite:
-            session.execute(text("SELECT pg_advisory_xact_lock(4731029)"))
-
-    def lock_for_update(self, query, skip_locked: bool = False, of=None):
-        """Add ``FOR UPDATE`` where the database supports it (SQLite serializes writers already).
-
-        ``skip_locked``: rows another transaction holds are left out instead of waited for
-        (``FOR UPDATE SKIP LOCKED``; how workers share due timers, jobs and messages).
-        """
-        if self.is_sqlite:
-            return query
-        return query.with_for_update(skip_locked=skip_locked, of=of)
-
-    def schema_is_current(self) -> bool:
-        """True when the database is at the newest migration.
-
-        Compares ``alembic_version`` with the revision ids written in the migration files, without
-        importing Alembic (this runs at every CLI start); an unusual layout asks Alembic instead.
-        """
-        head = _migration_head()
-        if head is None:
-            from alembic.runtime.migration import MigrationContext
-            from alembic.script import ScriptDirectory
-
-            with self.sql.connect() as connection:
-                current = MigrationContext.configure(connection).get_current_revision()
-            return current == ScriptDirectory.from_config(self._alembic_config()).get_current_head()
-        with self.sql.connect() as connection:
-            versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
-        return list(versions) == [head]
-
-    def upgrade(self) -> None:
-        """Apply every pending Alembic migration (idempotent)."""
-        from alembic import command
-
-        config = self._alembic_config()
-        with self.sql.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-
-    def has_tables(self) -> bool:
-        return inspect(self.sql).has_table("alembic_version")
-
-    def _alembic_config(self):
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
-        return config
-
-    def dispose(self) -> None:
-        self.sql.dispose()

@@ -1,8 +1,8 @@
 """The work queue as SQL, SLA countdowns, and ids given by a unique prefix.
 
-Everything here reads the work-item projection (``work_item``, ``work_item_group``) and the
-instance row's business key; no workflow state is ever loaded, so a queue of ten thousand
-open tasks is one indexed query.
+Everything here reads the work-item projection (``work_item``, ``work_item_group``, declared in
+:mod:`engine.tables`, so the queue needs no ORM); no instance row or workflow state is ever
+loaded, so a queue of ten thousand open tasks is one indexed query on one table.
 
 Countdown states (``gridflow tasks``):
 
@@ -15,25 +15,25 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 
 from .errors import InvalidInput, NotFound
-from .store import InstanceRow, WorkItemGroupRow, WorkItemRow
+from .tables import work_item, work_item_group
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 AT_RISK_FRACTION = 0.25
 AT_RISK_WITHIN = timedelta(hours=4)
 AMBIGUOUS_SHOWN = 10
 
 #: the columns of a work-item row, labelled with the field names of ``engine.api.WorkItem``
-WORK_ITEM_COLUMNS = (
-    WorkItemRow.id, WorkItemRow.instance_id, WorkItemRow.bpmn_id, WorkItemRow.name, WorkItemRow.lane,
-    WorkItemRow.candidate_groups, WorkItemRow.assignee, WorkItemRow.form_key, WorkItemRow.due_at,
-    WorkItemRow.definition_key, WorkItemRow.state, WorkItemRow.created_at, InstanceRow.business_key,
-    WorkItemRow.completed_by, WorkItemRow.completed_at,
-)
+WORK_ITEM_COLUMNS = tuple(work_item.c[name] for name in (
+    "id", "instance_id", "bpmn_id", "name", "lane", "candidate_groups", "assignee", "form_key", "due_at",
+    "definition_key", "state", "created_at", "business_key", "completed_by", "completed_at",
+))
 
 _ID = re.compile(r"^[0-9a-f-]+$")
 
@@ -69,28 +69,29 @@ def queue_query(*, instance_id: str | None = None, group: str | None = None, ass
     ``viewer_*`` restricts to one user's queue: tasks assigned to them, and tasks offered to one
     of their groups that nobody holds (``see_claimed``: also those others hold, for supervisors).
     """
-    query = select(*WORK_ITEM_COLUMNS).join(InstanceRow, InstanceRow.id == WorkItemRow.instance_id)
+    item = work_item.c
+    query = select(*WORK_ITEM_COLUMNS)
     if not include_closed:
-        query = query.where(WorkItemRow.state == "open")
+        query = query.where(item.state == "open")
     if instance_id:
-        query = query.where(WorkItemRow.instance_id == instance_id)
+        query = query.where(item.instance_id == instance_id)
     if group:
-        query = query.where(WorkItemRow.id.in_(
-            select(WorkItemGroupRow.work_item_id).where(WorkItemGroupRow.group_name == group)))
+        query = query.where(item.id.in_(
+            select(work_item_group.c.work_item_id).where(work_item_group.c.group_name == group)))
     if assignee:
-        query = query.where(WorkItemRow.assignee == assignee)
+        query = query.where(item.assignee == assignee)
     if viewer_name is not None:
-        offered = WorkItemRow.id.in_(select(WorkItemGroupRow.work_item_id)
-                                     .where(WorkItemGroupRow.group_name.in_(viewer_groups or [])))
+        offered = item.id.in_(select(work_item_group.c.work_item_id)
+                              .where(work_item_group.c.group_name.in_(viewer_groups or [])))
         if not see_claimed:
-            offered = offered & WorkItemRow.assignee.is_(None)
-        query = query.where(or_(WorkItemRow.assignee == viewer_name, offered))
+            offered = offered & item.assignee.is_(None)
+        query = query.where(or_(item.assignee == viewer_name, offered))
     if overdue_at is not None:
-        query = query.where(WorkItemRow.due_at < overdue_at)
+        query = query.where(item.due_at < overdue_at)
     if flow:
-        query = query.where(WorkItemRow.definition_key == flow)
-    query = query.order_by(WorkItemRow.due_at.is_(None), WorkItemRow.due_at, WorkItemRow.created_at,
-                           WorkItemRow.instance_id, WorkItemRow.bpmn_id, WorkItemRow.id)
+        query = query.where(item.definition_key == flow)
+    query = query.order_by(item.due_at.is_(None), item.due_at, item.created_at, item.instance_id, item.bpmn_id,
+                           item.id)
     if limit:
         query = query.limit(limit)
     return query
@@ -106,16 +107,15 @@ def task_candidates(session: Session, prefix: str, limit: int = AMBIGUOUS_SHOWN 
     prefix = _normalise(prefix)
     if not prefix or not _ID.match(prefix):
         return []
-    rows = session.execute(select(WorkItemRow.id, WorkItemRow.name, WorkItemRow.state, InstanceRow.business_key)
-                           .join(InstanceRow, InstanceRow.id == WorkItemRow.instance_id)
-                           .where(WorkItemRow.id.startswith(prefix, autoescape=True))
-                           .order_by(WorkItemRow.id).limit(limit))
+    item = work_item.c
+    rows = session.execute(select(item.id, item.name, item.state, item.business_key)
+                           .where(item.id.startswith(prefix, autoescape=True)).order_by(item.id).limit(limit))
     return [(i, f"task {name}, {state}" + (f", case {bk}" if bk else "")) for i, name, state, bk in rows]
 
 
 def instance_candidates(session: Session, prefix: str, limit: int = AMBIGUOUS_SHOWN + 1) -> list[tuple[str, str]]:
     """(id, description) of the instances whose id starts with ``prefix``."""
-    from .store import DefinitionRow
+    from .store import DefinitionRow, InstanceRow
 
     prefix = _normalise(prefix)
     if not prefix or not _ID.match(prefix):

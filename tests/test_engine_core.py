@@ -306,3 +306,14 @@ def test_multi_instance_bodies_keep_their_own_variables(engine):
     for task_id in reports:
         engine.complete(task_id, {})
     assert engine.instance(instance.id).status == "completed"
+
+
+def test_a_case_number_given_during_a_step_reaches_its_open_and_closed_tasks(engine):
+    """``work_item.business_key`` is a copy of the case's key: the queue shows it without reading the case."""
+    deploy(engine, "parallel_tasks.bpmn")
+    case = engine.start("parallel_tasks")
+    assert case.business_key is None and {t.business_key for t in engine.tasks(instance_id=case.id)} == {None}
+    first = next(t for t in case.ready_tasks if t.bpmn_id == "a")
+    assert engine.complete(first.id, {"workOrderNo": "WO-PAR-9"}).business_key == "WO-PAR-9"
+    shown = {t.bpmn_id: (t.state, t.business_key) for t in engine.tasks(instance_id=case.id, include_closed=True)}
+    assert shown == {"a": ("completed", "WO-PAR-9"), "b": ("open", "WO-PAR-9")}

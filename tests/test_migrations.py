@@ -22,6 +22,7 @@ from conftest import BPMN, TESTS
 from sqlalchemy import MetaData, create_engine, inspect, select
 
 from engine.api import Engine
+from engine.errors import GridflowError
 from engine.forms import FORMS_DIR, FormRegistry
 from engine.store import MIGRATIONS_DIR, Base
 
@@ -139,6 +140,28 @@ def test_a_database_created_by_0001_upgrades_to_head_with_its_data(db_url, old_c
         engine.close()
 
 
+def test_a_database_at_0003_gets_the_business_key_of_its_open_work_items(db_url, old_cases, clock):
+    """0004 copies ``instance.business_key`` onto ``work_item``; until it runs, the engine refuses the database."""
+    source_url, review, _billing = old_cases
+    config = alembic_config(db_url)
+    command.upgrade(config, "0003")
+    copy_rows(source_url, db_url)
+    forms = FormRegistry([TESTS / "forms", FORMS_DIR])
+    with pytest.raises(GridflowError, match="gridflow db upgrade"):
+        Engine(db_url, clock=clock, forms=forms)
+
+    command.upgrade(config, "head")
+    copied = rows_by_table(db_url, {"work_item": ["id", "state", "business_key"]})["work_item"]
+    assert (review.ready_tasks[0].id, "open", "WO-MIG-1") in copied
+    engine = Engine(db_url, clock=clock, forms=forms)
+    try:
+        [task] = engine.tasks(instance_id=review.id)
+        assert (task.id, task.business_key) == (review.ready_tasks[0].id, "WO-MIG-1")
+        assert engine.task(task.id).business_key == "WO-MIG-1"
+    finally:
+        engine.close()
+
+
 def test_the_migrations_build_exactly_the_schema_of_the_models(db_url):
     """A model changed without a migration (or the other way round) fails here, naming the difference."""
     command.upgrade(alembic_config(db_url), "head")
@@ -151,3 +174,14 @@ def test_the_migrations_build_exactly_the_schema_of_the_models(db_url):
         assert set(inspect(sql).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
     finally:
         sql.dispose()
+
+
+def test_the_core_views_of_the_tables_match_the_models():
+    """engine.tables (the queue and the user directory without the ORM) names only real columns, typed alike."""
+    from engine import tables
+
+    for view in tables.ALL:
+        model = Base.metadata.tables[view.name]
+        for column in view.c:
+            assert column.name in model.c, f"{view.name}.{column.name} is not a column of the model"
+            assert type(column.type) is type(model.c[column.name].type), f"{view.name}.{column.name}"

@@ -9,6 +9,9 @@ what is tested.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -16,7 +19,7 @@ from types import SimpleNamespace
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import BPMN, SHANGHAI, TESTS
+from conftest import BPMN, ROOT, SHANGHAI, TESTS
 
 import cli
 from engine.worklist import countdown
@@ -346,6 +349,31 @@ def test_engine_rules_apply_to_integrators_and_user_none_is_a_system_call(world)
     # user=None: the integrator's own system call, not checked
     assert engine.complete(world.t2, {"approved": False, "amount": 1}).status == "completed"
     assert [t.id for t in engine.tasks(for_user="li")] == [world.t1]
+
+
+QUEUE_WITH_IMPORTS = """
+import json, sys
+import cli
+try:
+    cli.main(["tasks", "--json"], prog_name="gridflow")
+except SystemExit as exit:
+    assert not exit.code, exit.code
+heavy = ("SpiffWorkflow", "lxml", "jsonschema", "rich", "alembic", "jinja2", "handlers", "sqlalchemy.orm",
+         "engine.store", "engine.runtime", "engine.definitions")
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(heavy))), file=sys.stderr)
+"""
+
+
+def test_the_queue_runs_without_the_orm_or_spiffworkflow(world, db_url):
+    """Start-up stays fast: ``gridflow tasks --json`` (the user check included) imports neither
+    SpiffWorkflow nor the ORM models nor the renderers; a heavy import on that path fails here."""
+    env = {**os.environ, "GRIDFLOW_DB": db_url, "GRIDFLOW_USER": "zhang", "GRIDFLOW_NOW": T0.isoformat(),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", QUEUE_WITH_IMPORTS], capture_output=True, text=True, env=env,
+                          cwd=str(ROOT), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [row["id"] for row in json.loads(done.stdout)] == [world.t1, world.t2]
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == []
 
 
 def test_queue_query_reads_only_the_work_item_tables(world):
