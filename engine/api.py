@@ -895,12 +895,13 @@ class Engine:
         SQL, so that the cost follows the matches rather than every case in the window. A value that is
         not text (or an empty ``any_of``) filters nothing: the result is never smaller than without it.
         """
-        query = select(models.InstanceRow).join(models.DefinitionRow).where(
-            models.DefinitionRow.key == key, models.InstanceRow.started_at >= since, models.InstanceRow.id != exclude)
+        case = models.InstanceRow  # the columns handlers see; never the workflow state
+        query = select(case.id, case.business_key, case.started_at, case.status, case.variables).join(
+            models.DefinitionRow).where(models.DefinitionRow.key == key, case.started_at >= since, case.id != exclude)
         wanted = {k: v for k, v in (any_of or {}).items() if v not in (None, "")}
         if wanted and all(isinstance(v, str) for v in wanted.values()):
             query = query.where(or_(*(models.InstanceRow.variables[k].as_string() == v for k, v in wanted.items())))
-        rows = session.scalars(query.order_by(models.InstanceRow.started_at))
+        rows = session.execute(query.order_by(case.started_at))
         restore = self.runtime.serializer.restore_data
         return [{"instance_id": r.id, "business_key": r.business_key, "started_at": r.started_at,
                  "status": r.status, "variables": restore(r.variables or {})} for r in rows]

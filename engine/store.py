@@ -61,13 +61,14 @@ class InstanceRow(Base):
     definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)
     business_key: Mapped[str | None] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(20), index=True)
-    state_json: Mapped[str] = mapped_column(Text)
     variables: Mapped[dict] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     started_by: Mapped[str | None] = mapped_column(String(200))
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     rev: Mapped[int] = mapped_column(Integer)
+    # 0005: last in the row on SQLite, so reading the columns above never walks its ~100 KB of overflow pages
+    state_json: Mapped[str] = mapped_column(Text)
 
     __mapper_args__ = {"version_id_col": rev}
 

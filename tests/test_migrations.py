@@ -162,6 +162,34 @@ def test_a_database_at_0003_gets_the_business_key_of_its_open_work_items(db_url,
         engine.close()
 
 
+def test_on_sqlite_0005_moves_the_workflow_state_to_the_end_of_the_row(tmp_path, old_cases, clock):
+    """The columns searches read (``variables`` …) come before the ~100 KB state, so SQLite reads them without
+    walking the state's overflow pages; the rows and the cases in flight are unchanged."""
+    source_url, review, _billing = old_cases
+    url = f"sqlite:///{tmp_path / 'at-0004.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0004")
+    copy_rows(source_url, url)
+    wanted = {"instance": ["id", "business_key", "status", "variables", "rev", "state_json"]}
+    before = rows_by_table(url, wanted)
+
+    command.upgrade(config, "head")
+    assert rows_by_table(url, wanted) == before
+    sql = create_engine(url)
+    try:
+        with sql.connect() as connection:
+            columns = [row[1] for row in connection.exec_driver_sql("PRAGMA table_info(instance)")]
+    finally:
+        sql.dispose()
+    assert columns[-1] == "state_json" and columns.count("state_json") == 1, columns
+    engine = Engine(url, clock=clock, forms=FormRegistry([TESTS / "forms", FORMS_DIR]))
+    try:  # the moved state still runs the case
+        done = engine.complete(review.ready_tasks[0].id, {"approved": True, "amount": 10}, user="agent1")
+        assert done.status == "completed"
+    finally:
+        engine.close()
+
+
 def test_the_migrations_build_exactly_the_schema_of_the_models(db_url):
     """A model changed without a migration (or the other way round) fails here, naming the difference."""
     command.upgrade(alembic_config(db_url), "head")
