@@ -336,7 +336,7 @@ def tasks(settings: Settings, group: str | None, mine: bool, overdue: bool, flow
         items = items[:shown] if shown else items
         now = engine.clock.now()
         if as_json:
-            _emit_rows([_queue_row(item, now) for item in items])
+            _emit_rows(_queue_rows(items, now))
             return
     _print_queue(items, now, settings.acting, more)
 
@@ -357,27 +357,28 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
-def _queue_row(item, now) -> dict[str, Any]:
-    """A work item as a JSON row, with its age and SLA countdown (the same facts as the table)."""
+def _queue_rows(items, now) -> list[dict[str, Any]]:
+    """Work items as JSON rows, with their age and SLA countdown (the same facts as the table)."""
     from engine.worklist import countdown
 
-    row = item.__dict__.copy()  # the WorkItem's fields, in order (ten thousand rows: no asdict)
-    created, due, completed = item.created_at, item.due_at, item.completed_at
-    row["created_at"] = created.isoformat()
-    if due is not None:
-        row["due_at"] = due.isoformat()
-    if completed is not None:
-        row["completed_at"] = completed.isoformat()
-    clock = countdown(created, due, now)
-    row["age_seconds"], row["due_in_seconds"], row["sla"] = clock.age_seconds, clock.due_in_seconds, clock.state
-    return row
+    rows = []
+    for item in items:
+        row = item.__dict__.copy()  # the WorkItem's fields, in order (ten thousand rows: no asdict)
+        clock = countdown(item.created_at, item.due_at, now)  # instants stay datetimes: _emit_rows writes ISO
+        row["age_seconds"], row["due_in_seconds"], row["sla"] = clock.age_seconds, clock.due_in_seconds, clock.state
+        rows.append(row)
+    return rows
 
 
 def _emit_rows(rows: list[dict[str, Any]]) -> None:
-    """A JSON array with one row per line (fast for ten thousand rows, still greppable)."""
-    encode = json.JSONEncoder(ensure_ascii=False).encode
-    body = ",\n".join(encode(row) for row in rows)
-    sys.stdout.write(f"[\n{body}\n]\n" if rows else "[]\n")
+    """A JSON array of objects, indented like every ``--json`` output; datetimes as ISO 8601.
+
+    Encoded with orjson: the standard library took a quarter of ``gridflow tasks --json`` for the ten
+    thousand rows of a province's queue; orjson writes them in a tenth of that.
+    """
+    import orjson
+
+    sys.stdout.write(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def _duration_text(seconds: float) -> str:

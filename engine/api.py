@@ -403,7 +403,7 @@ class Engine:
         with self.store.connect() as connection:  # Core rows: no ORM identity map for 10,000 rows
             result = connection.execute(query)
             names = tuple(result.keys())
-            return [_queue_item(names, row) for row in result]
+            return [_queue_item(names, row) for row in result.fetchall()]
 
     def task(self, task_id: str) -> WorkItem:
         with self.store.read() as session:
@@ -1270,7 +1270,7 @@ def _queue_item(names: tuple[str, ...], values) -> WorkItem:
     item = object.__new__(WorkItem)
     fields = item.__dict__
     fields.update(zip(names, values, strict=True))
-    fields["candidate_groups"] = list(fields["candidate_groups"] or ())
+    fields["candidate_groups"] = worklist.candidate_groups(fields["candidate_groups"])
     return item
 
 

@@ -13,11 +13,13 @@ Countdown states (``gridflow tasks``):
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, or_, select, type_coerce
 
 from .errors import InvalidInput, NotFound
 from .tables import work_item, work_item_group
@@ -30,12 +32,26 @@ AT_RISK_WITHIN = timedelta(hours=4)
 AMBIGUOUS_SHOWN = 10
 
 #: the columns of a work-item row, labelled with the field names of ``engine.api.WorkItem``
-WORK_ITEM_COLUMNS = tuple(work_item.c[name] for name in (
-    "id", "instance_id", "bpmn_id", "name", "lane", "candidate_groups", "assignee", "form_key", "due_at",
-    "definition_key", "state", "created_at", "business_key", "completed_by", "completed_at",
-))
+WORK_ITEM_COLUMNS = tuple(
+    # candidate_groups as stored (JSON text on SQLite): a queue repeats a few group lists ten thousand
+    # times, so candidate_groups() decodes each distinct text once instead of once per row
+    type_coerce(work_item.c[name], String).label(name) if name == "candidate_groups" else work_item.c[name]
+    for name in ("id", "instance_id", "bpmn_id", "name", "lane", "candidate_groups", "assignee", "form_key",
+                 "due_at", "definition_key", "state", "created_at", "business_key", "completed_by", "completed_at"))
 
 _ID = re.compile(r"^[0-9a-f-]+$")
+
+
+def candidate_groups(stored: str | list | None) -> list[str]:
+    """The candidate groups of a queue row: JSON text (SQLite) or an already decoded list (PostgreSQL)."""
+    if isinstance(stored, str):
+        return list(_decoded_groups(stored))
+    return list(stored or ())
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded_groups(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text) or ())
 
 
 class Countdown(NamedTuple):
