@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # SpiffWorkflow, lxml and handler modules are imported where 
     from .store import DefinitionRow, InstanceRow, WorkItemRow
 
 
-
 class _Models:
     """The ORM models of :mod:`engine.store`, imported on first use.
 
@@ -257,13 +256,13 @@ class Engine:
                     latest = session.scalar(select(func.max(models.DefinitionRow.version)).where(
                         models.DefinitionRow.key == source.key)) or 0
                     row = models.DefinitionRow(key=source.key, version=latest + 1, name=source.name,
-                                        content_hash=content_hash, filename=Path(source.file).name,
-                                        xml=source.xml, calls=calls, meta=source.meta, deployed_at=now,
-                                        deployed_by=user)
+                                               content_hash=content_hash, filename=Path(source.file).name,
+                                               xml=source.xml, calls=calls, meta=source.meta, deployed_at=now,
+                                               deployed_by=user)
                     session.add(row)
                     session.flush()
                     session.add(models.EventRow(instance_id=None, at=now, type="definition_deployed", actor=user,
-                                         data={"key": row.key, "version": row.version, "hash": content_hash}))
+                                                data={"key": row.key, "version": row.version, "hash": content_hash}))
                 rows[source.key] = row
                 result.append(_definition(row))
             from . import schedules
@@ -339,7 +338,7 @@ class Engine:
         if business_key is not None and len(str(business_key)) > 200:
             raise InvalidInput(f"business key is {len(str(business_key))} characters long; at most 200 are allowed")
         instance = models.InstanceRow(id=str(uuid.uuid4()), definition_id=row.id, business_key=business_key,
-                               status="starting", state_json="", variables={}, started_at=now, started_by=user)
+                                      status="starting", state_json="", variables={}, started_at=now, started_by=user)
         session.add(instance)
         session.flush()
         workflow = self.runtime.create(bundle, data)
@@ -408,7 +407,7 @@ class Engine:
     def task(self, task_id: str) -> WorkItem:
         with self.store.read() as session:
             row = self._get_work_item(session, task_id)
-            return _work_item(row, session.get(models.InstanceRow, row.instance_id).business_key)
+            return _work_item(row)
 
     def form_schema(self, task_id: str) -> dict[str, Any] | None:
         return self.forms.schema(self.task(task_id).form_key)
@@ -434,8 +433,8 @@ class Engine:
                 now = self.clock.now()
                 row.assignee, row.claimed_by, row.claimed_at = user, user, now
                 session.add(models.EventRow(instance_id=row.instance_id, at=now, type="task_claimed", actor=user,
-                                     task_id=row.id, bpmn_id=row.bpmn_id, data={}))
-            return self._item_view(session, row)
+                                            task_id=row.id, bpmn_id=row.bpmn_id, data={}))
+            return _work_item(row)
 
     def unclaim(self, task_id: str, user: str | None) -> WorkItem:
         """Give a claimed task back to its candidate groups: by its assignee, or (identities) a supervisor."""
@@ -455,8 +454,8 @@ class Engine:
             previous, now = row.assignee, self.clock.now()
             row.assignee, row.claimed_by, row.claimed_at = None, None, None
             session.add(models.EventRow(instance_id=row.instance_id, at=now, type="task_unclaimed", actor=user,
-                                 task_id=row.id, bpmn_id=row.bpmn_id, data={"previous_assignee": previous}))
-            return self._item_view(session, row)
+                                        task_id=row.id, bpmn_id=row.bpmn_id, data={"previous_assignee": previous}))
+            return _work_item(row)
 
     def reassign(self, task_id: str, to: str, user: str | None) -> WorkItem:
         """Assign an open task to ``to``, whoever holds it; with identities, ``user`` must be a supervisor
@@ -471,9 +470,9 @@ class Engine:
             previous, now = row.assignee, self.clock.now()
             row.assignee, row.claimed_by, row.claimed_at = to, user or to, now
             session.add(models.EventRow(instance_id=row.instance_id, at=now, type="task_reassigned", actor=user,
-                                 task_id=row.id, bpmn_id=row.bpmn_id,
-                                 data={"from": previous, "to": to}))
-            return self._item_view(session, row)
+                                        task_id=row.id, bpmn_id=row.bpmn_id,
+                                        data={"from": previous, "to": to}))
+            return _work_item(row)
 
     def task_view(self, task_id: str) -> TaskView:
         """A task with what its operator needs: the form's JSON Schema and the case variables."""
@@ -481,7 +480,7 @@ class Engine:
             row = self._get_work_item(session, task_id)
             instance = session.get(models.InstanceRow, row.instance_id)
             variables = self.runtime.serializer.restore_data(instance.variables or {})
-            return TaskView(_work_item(row, instance.business_key), self.forms.schema(row.form_key), variables,
+            return TaskView(_work_item(row), self.forms.schema(row.form_key), variables,
                             instance.status)
 
     def check_task_action(self, task_id: str, user: str | None, action: str = "complete") -> None:
@@ -836,7 +835,7 @@ class Engine:
         except StepFailed as failure:
             instance.status, instance.error = "error", str(failure)
             session.add(models.IncidentRow(instance_id=instance.id, task_id=failure.task_id, bpmn_id=failure.bpmn_id,
-                                    message=str(failure), created_at=now))
+                                           message=str(failure), created_at=now))
             records.append(StepRecord("instance_error", failure.task_id, failure.bpmn_id,
                                       {"message": str(failure)}))
         recorded = {r.task_id for r in records if r.type == "timer_fired"}
@@ -931,7 +930,7 @@ class Engine:
         now = self.clock.now()
         if len({m.instance_id for m in matches}) > 1:
             session.add(models.EventRow(instance_id=source.id, at=now, type="message_undelivered",
-                                 data={"message": name, "reason": f"matches {len(matches)} instances"}))
+                                        data={"message": name, "reason": f"matches {len(matches)} instances"}))
             return
         if matches:
             match = matches[0]
@@ -945,8 +944,9 @@ class Engine:
             return
         start = self._message_start_definition(session, name)
         if start is None:
+            reason = "no waiting instance and no process starts with it"
             session.add(models.EventRow(instance_id=source.id, at=now, type="message_undelivered",
-                                 data={"message": name, "reason": "no waiting instance and no process starts with it"}))
+                                        data={"message": name, "reason": reason}))
             return
         business_key = data.get("workOrderNo") or data.get("applicationNo")
         record = StepRecord("message_received", data={"message": name, "from_instance": source.id})
@@ -986,11 +986,11 @@ class Engine:
             info = bundle.info(task)
             candidates = list(info.get("candidate_groups") or [])
             row = models.WorkItemRow(id=task_id, instance_id=instance.id, definition_key=bundle.key,
-                              bpmn_id=task.task_spec.bpmn_id, name=info.get("name") or task.task_spec.bpmn_id,
-                              lane=info.get("lane"), candidate_groups=candidates,
-                              assignee=self._evaluate_text(info.get("assignee"), task.data, "camunda:assignee"),
-                              form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
-                              state="open", created_at=now, business_key=instance.business_key)
+                                     bpmn_id=task.task_spec.bpmn_id, name=info.get("name") or task.task_spec.bpmn_id,
+                                     lane=info.get("lane"), candidate_groups=candidates,
+                                     assignee=self._evaluate_text(info.get("assignee"), task.data, "camunda:assignee"),
+                                     form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
+                                     state="open", created_at=now, business_key=instance.business_key)
             session.add(row)
             still_open.append(row)
             groups.extend({"work_item_id": task_id, "group_name": group} for group in dict.fromkeys(candidates))
@@ -1114,10 +1114,6 @@ class Engine:
             raise NotFound(f"no task '{task_id}'")
         return row
 
-    @staticmethod
-    def _item_view(session: Session, row: WorkItemRow) -> WorkItem:
-        return _work_item(row, session.get(models.InstanceRow, row.instance_id).business_key)
-
     def _instance_view(self, session: Session, row: InstanceRow, saved: SavedStep | None = None) -> Instance:
         """The ``Instance`` of a row; with ``saved`` (what a step just wrote) its work items and timers are not
         read back from the database."""
@@ -1136,7 +1132,7 @@ class Engine:
             open_items = session.scalars(_statements().open_items, {"instance_id": row.id})
             timers = [TimerInfo(t.id, t.bpmn_id, t.due_at) for t in session.scalars(
                 select(models.TimerRow).where(models.TimerRow.instance_id == row.id).order_by(models.TimerRow.due_at))]
-        ready = [_work_item(r, row.business_key) for r in open_items]
+        ready = [_work_item(r) for r in open_items]
         variables = self.runtime.serializer.restore_data(row.variables or {})
         if incidents is None:
             from .jobs import open_incidents
@@ -1255,10 +1251,11 @@ def _definition(row: DefinitionRow) -> Definition:
     return Definition(row.id, row.key, row.version, row.content_hash, row.name, row.deployed_at, row.deployed_by)
 
 
-def _work_item(row: WorkItemRow, business_key: str | None) -> WorkItem:
+def _work_item(row: WorkItemRow) -> WorkItem:
+    """The public view of a work-item row (which carries its case's business key since migration 0004)."""
     return WorkItem(row.id, row.instance_id, row.bpmn_id, row.name, row.lane, list(row.candidate_groups or []),
                     row.assignee, row.form_key, row.due_at, row.definition_key, row.state, row.created_at,
-                    business_key, row.completed_by, row.completed_at)
+                    row.business_key, row.completed_by, row.completed_at)
 
 
 def _queue_item(names: tuple[str, ...], values) -> WorkItem:
