@@ -780,39 +780,43 @@ class Engine:
             self.clock.override = None
 
     def _fire_timers(self, instance_id: str, now: datetime, report=None) -> int:
-        from .runtime import StepRecord
+        """Fire the instance's due timers in one transaction; returns how many fired.
+
+        Only the timers that actually fired are recorded: of two due at once, an interrupting one can
+        cancel the other before it runs (a T2 escalation overtaking a T1 reminder after downtime).
+        """
 
         with self._command() as session:
             instance = self._lock_instance(session, instance_id, skip_locked=True)
             if instance is None or instance.status != "running":
                 return 0
             if session.scalar(select(models.TimerRow.id).where(models.TimerRow.instance_id == instance_id,
-                                                        models.TimerRow.due_at <= now).limit(1)) is None:
+                                                               models.TimerRow.due_at <= now).limit(1)) is None:
                 return 0  # another worker fired them after our look: skip loading the state
             bundle = self._bundle(session, instance.definition_id)
             workflow = self.runtime.load(bundle, instance.state_json)
-            due = {t.task_id: t for t in self.runtime.waiting_timers(workflow) if t.due_at <= now}
-            if not due:
+            if not any(t.due_at <= now for t in self.runtime.waiting_timers(workflow)):
                 return 0
+            marks = self.runtime.timer_marks(workflow)  # what had fired before this firing
             self.runtime.fire_due_timers(workflow)
-            records = [StepRecord("timer_fired", t.task_id, t.bpmn_id,
-                                  {"due_at": t.due_at.isoformat(),
-                                   "late_seconds": round((now - t.due_at).total_seconds(), 3)})
-                       for t in sorted(due.values(), key=lambda t: t.due_at)]
-            fired = len(records)
-            self._advance_and_save(session, instance, bundle, workflow, records, None)
-        for record in records[:fired] if report is not None else ():
+            records: list[StepRecord] = []
+            self._advance_and_save(session, instance, bundle, workflow, records, None, timer_marks=marks)
+        fired = [r for r in records if r.type == "timer_fired"]
+        for record in fired if report is not None else ():
             report("timer_fired", instance=instance_id, timer=record.bpmn_id, due=record.data["due_at"],
                    late=f"{record.data['late_seconds']:g}s")
-        return fired
+        return len(fired)
 
     # -- persistence of one step -------------------------------------------------------------
     def _advance_and_save(self, session: Session, instance: InstanceRow, bundle: SpecBundle, workflow,
                           records: list[StepRecord], user: str | None,
-                          completed: dict[str, str | None] | None = None) -> SavedStep | None:
+                          completed: dict[str, str | None] | None = None,
+                          timer_marks: dict[str, Any] | None = None) -> SavedStep | None:
         """Advance the loaded ``workflow`` to its next waits and write the step in ``session``: the state,
         the projections (work items, waits, jobs, SLA clocks), the history rows, then deliver thrown messages.
 
+        Every timer that fired since ``timer_marks`` (``Runtime.timer_marks``; default: taken now) is
+        recorded as ``timer_fired``, right after the records the caller passed (before what it caused).
         Returns what ``_instance_view`` needs to describe the instance without reading it back, or None
         when a thrown message was delivered in the same transaction (the instance may have moved again).
         """
@@ -823,7 +827,9 @@ class Engine:
 
         now = self.clock.now()
         stored = waits.before_step(session, workflow, instance.id)
-        timer_marks = self.runtime.timer_marks(workflow)
+        if timer_marks is None:
+            timer_marks = self.runtime.timer_marks(workflow)
+        given = len(records)
         self.runtime.case_finder = lambda key, since, any_of=None: self._find_cases(session, key, since, instance.id,
                                                                                       any_of)
         self.runtime.history_reader = lambda instance_id: self._history_dicts(session, instance_id)
@@ -839,11 +845,13 @@ class Engine:
             records.append(StepRecord("instance_error", failure.task_id, failure.bpmn_id,
                                       {"message": str(failure)}))
         recorded = {r.task_id for r in records if r.type == "timer_fired"}
-        for timer in self.runtime.timers_fired_since(workflow, timer_marks):  # fired inside this command
-            if timer.task_id not in recorded:
-                late = round((now - timer.due_at).total_seconds(), 3) if timer.due_at else None
-                records.append(StepRecord("timer_fired", timer.task_id, timer.bpmn_id, {
-                    "due_at": timer.due_at.isoformat() if timer.due_at else None, "late_seconds": late}))
+        fired = sorted((t for t in self.runtime.timers_fired_since(workflow, timer_marks) if t.task_id not in recorded),
+                       key=lambda t: (t.due_at is None, t.due_at or now))
+        records[given:given] = [
+            StepRecord("timer_fired", t.task_id, t.bpmn_id, {
+                "due_at": t.due_at.isoformat() if t.due_at else None,
+                "late_seconds": round((now - t.due_at).total_seconds(), 3) if t.due_at else None})
+            for t in fired]
         outgoing = self.runtime.thrown_messages(workflow)
         for name, payload in outgoing:
             records.append(StepRecord("message_sent", data={"message": name, "data": payload}))

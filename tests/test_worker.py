@@ -14,6 +14,7 @@ from conftest import ROOT, SHANGHAI, TESTS
 from worker_helpers import HANDLERS_ENV, cli, deploy, events, log_lines, ok
 
 from engine.api import Engine
+from engine.clock import Clock
 from engine.worker import Worker
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=SHANGHAI)  # the `clock` fixture's instant
@@ -71,6 +72,47 @@ def test_timers_due_while_no_worker_ran_fire_once_in_due_order_with_lateness(eng
     again = ok(cli("--now", at(down_until + timedelta(minutes=1)), "worker", "--once", db=db_url))
     assert log_lines(again, "timer_fired") == []  # fired exactly once
     assert len(events(engine, "timer_fired")) == 3
+
+
+class _ClockMovedByAnotherProcess(Clock):
+    """Like the scale-out test's shared file clock: it moves while ``run_due`` is working."""
+
+    def __init__(self, start: datetime):
+        self.current, self.next = start, None
+
+    def now(self) -> datetime:
+        value = self.current
+        if self.next is not None:  # the first reading happens at ``current``, every later one at ``next``
+            self.current, self.next = self.next, None
+        return value
+
+
+def test_every_timer_that_fires_is_recorded_even_if_it_fell_due_during_run_due(db_url):
+    """run_due picks instances by the instant it started at; a timer that falls due before the firing
+    itself fires with the others, and history must say so (the state and history agree)."""
+    from SpiffWorkflow.util.task import TaskState
+
+    from engine.store import InstanceRow
+
+    clock = _ClockMovedByAnotherProcess(T0)
+    engine = Engine(db_url, clock=clock)
+    try:
+        deploy(engine, "two_deadlines.bpmn")
+        instance = engine.start("two_deadlines")
+        clock.current, clock.next = T0 + timedelta(minutes=90), T0 + timedelta(hours=3)
+        fired_count = engine.run_due()  # picked for the 1-hour reminder; fires at 3 h: the 2-hour withdrawal too
+        fired = sorted(e.bpmn_id for e in engine.history(instance.id) if e.type == "timer_fired")
+        with engine.store.read() as session:
+            row = session.get(InstanceRow, instance.id)
+            bundle = engine._bundle(session, row.definition_id)
+            workflow = engine.runtime.serializer.loads(row.state_json, bundle.spec, bundle.subprocess_specs,
+                                                       engine.runtime.script_engine)
+        completed = sorted(t.task_spec.bpmn_id for t in workflow.get_tasks(state=TaskState.COMPLETED)
+                           if t.task_spec.bpmn_id in ("escalateAfter1h", "withdrawAfter2h"))
+        assert fired == completed == ["escalateAfter1h", "withdrawAfter2h"] and fired_count == 2
+        assert engine.instance(instance.id).status == "completed"
+    finally:
+        engine.close()
 
 
 def test_cycle_timer_missed_for_several_periods_fires_once_and_reschedules(engine, clock):
