@@ -844,8 +844,7 @@ class Engine:
                                            message=str(failure), created_at=now))
             records.append(StepRecord("instance_error", failure.task_id, failure.bpmn_id,
                                       {"message": str(failure)}))
-        recorded = {r.task_id for r in records if r.type == "timer_fired"}
-        fired = sorted((t for t in self.runtime.timers_fired_since(workflow, timer_marks) if t.task_id not in recorded),
+        fired = sorted(self.runtime.timers_fired_since(workflow, timer_marks),
                        key=lambda t: (t.due_at is None, t.due_at or now))
         records[given:given] = [
             StepRecord("timer_fired", t.task_id, t.bpmn_id, {
@@ -868,7 +867,7 @@ class Engine:
                                 .values(business_key=instance.business_key))
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
         session.flush()
-        open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {}, variables)
+        open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {})
         after = waits.of_workflow(self.runtime, workflow, bundle)
         waits.write_changes(session, instance.id, stored, after,
                             lambda task_ids: jobs.new_job_rows(self, instance, bundle, workflow, task_ids, now))
@@ -907,7 +906,7 @@ class Engine:
             models.DefinitionRow).where(models.DefinitionRow.key == key, case.started_at >= since, case.id != exclude)
         wanted = {k: v for k, v in (any_of or {}).items() if v not in (None, "")}
         if wanted and all(isinstance(v, str) for v in wanted.values()):
-            query = query.where(or_(*(models.InstanceRow.variables[k].as_string() == v for k, v in wanted.items())))
+            query = query.where(or_(*(case.variables[k].as_string() == v for k, v in wanted.items())))
         rows = session.execute(query.order_by(case.started_at))
         restore = self.runtime.serializer.restore_data
         return [{"instance_id": r.id, "business_key": r.business_key, "started_at": r.started_at,
@@ -961,7 +960,7 @@ class Engine:
         self._start(session, start, data, str(business_key) if business_key else None, None, [record],
                     message=name)
 
-    def _project_work_items(self, session, instance, bundle, workflow, now, completed, variables) -> list[WorkItemRow]:
+    def _project_work_items(self, session, instance, bundle, workflow, now, completed) -> list[WorkItemRow]:
         """One open ``work_item`` per READY user task; items whose task is gone are completed or cancelled.
 
         Returns the open items after the step, oldest first.

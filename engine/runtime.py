@@ -134,15 +134,14 @@ class Runtime:
         """The workflow stored as ``state_json``: the object this process dumped to exactly that text when
         it is still cached (taken out of the cache: a command that mutates it and then rolls back cannot
         leave a changed object under the old text), else a fresh deserialization."""
-        cached = self._recent.pop(state_json, None)
-        if cached is not None and cached.spec is bundle.spec:
-            return cached
-        return self.serializer.loads(state_json, bundle.spec, bundle.subprocess_specs, self.script_engine)
+        return self._cached_or_loaded(self._recent.pop(state_json, None), bundle, state_json)
 
     def peek(self, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
         """Like :meth:`load`, for a caller that only reads the workflow: a cached object stays cached
         (the next command on the instance still skips deserializing). The caller must not change it."""
-        cached = self._recent.get(state_json)
+        return self._cached_or_loaded(self._recent.get(state_json), bundle, state_json)
+
+    def _cached_or_loaded(self, cached: BpmnWorkflow | None, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
         if cached is not None and cached.spec is bundle.spec:
             return cached
         return self.serializer.loads(state_json, bundle.spec, bundle.subprocess_specs, self.script_engine)
