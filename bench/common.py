@@ -104,6 +104,30 @@ def drive_case(engine, clock, n: int, until_job: bool = False) -> tuple[str, int
     raise RuntimeError(f"case {n} did not finish")
 
 
+def cases_waiting_for_their_job(url: str, cases: int, batch: int = 500) -> int:
+    """Fill the empty database ``url`` with ``cases`` complaint cases that wait for their async job: one
+    driven there through the Engine API, the others cloned from it. Returns the definition id."""
+    from engine.api import Engine
+    from engine.clock import FixedClock
+    from engine.store import InstanceRow
+
+    from . import clone
+
+    clock = FixedClock(T0)
+    engine = Engine(url, clock=clock)
+    try:
+        engine.deploy(workload.PROCESSES)
+        instance_id, _ = drive_case(engine, clock, 0, until_job=True)
+        with engine.store.read() as session:
+            definition_id = session.get(InstanceRow, instance_id).definition_id
+    finally:
+        engine.close()
+    if cases > 1:
+        clone.clone_instance(url, instance_id, cases - 1, business_key=lambda n: workload.work_order(n + 1),
+                             batch=batch)
+    return definition_id
+
+
 def rss_mb() -> float:
     """Current resident set size of this process in MiB (Linux /proc; else the peak)."""
     try:

@@ -20,23 +20,7 @@ from .common import T0
 
 
 def build(url: str, cases: int) -> int:
-    from engine.api import Engine
-    from engine.clock import FixedClock
-    from engine.store import InstanceRow
-
-    from . import clone, workload
-
-    clock = FixedClock(T0)
-    engine = Engine(url, clock=clock)
-    try:
-        engine.deploy(workload.PROCESSES)
-        instance_id, _ = common.drive_case(engine, clock, 0, until_job=True)
-        with engine.store.read() as session:
-            definition_id = session.get(InstanceRow, instance_id).definition_id
-    finally:
-        engine.close()
-    clone.clone_instance(url, instance_id, cases - 1, business_key=lambda n: workload.work_order(n + 1), batch=1000)
-    return definition_id
+    return common.cases_waiting_for_their_job(url, cases, batch=1000)
 
 
 def _caches(engine) -> dict:

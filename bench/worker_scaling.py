@@ -32,25 +32,8 @@ PHASES = [("jobs", timedelta(hours=1)), ("timers", timedelta(days=3))]
 
 def build_template(admin: str, cases: int) -> tuple[str, int]:
     """A database with ``cases`` complaint cases waiting for their async job; returns (url, definition id)."""
-    from engine.api import Engine
-    from engine.clock import FixedClock
-
-    from . import clone, workload
-
     url = common.create_pg_database(admin)
-    clock = FixedClock(T0)
-    engine = Engine(url, clock=clock)
-    try:
-        engine.deploy(workload.PROCESSES)
-        instance_id, _ = common.drive_case(engine, clock, 0, until_job=True)
-        with engine.store.read() as session:
-            from engine.store import InstanceRow
-
-            definition_id = session.get(InstanceRow, instance_id).definition_id
-    finally:
-        engine.close()
-    if cases > 1:
-        clone.clone_instance(url, instance_id, cases - 1, business_key=lambda n: workload.work_order(n + 1))
+    definition_id = common.cases_waiting_for_their_job(url, cases)
     return url, definition_id
 
 
