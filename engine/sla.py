@@ -201,9 +201,11 @@ def load_holiday_file(path: Path) -> dict[int, SupplementYear]:
 
 @functools.cache
 def _library_covers(year: int) -> bool:
+    """Whether chinese_calendar has the State Council schedule for ``year`` (it signals a year it has no
+    data for with NotImplementedError; holidays.json covers such years, else CalendarRangeError)."""
     try:
         chinese_calendar.is_workday(date(year, 6, 1))
-    except NotImplementedError:
+    except NotImplementedError:  # the library's "year not covered", not unfinished code
         return False
     return True
 
