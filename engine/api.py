@@ -782,10 +782,9 @@ class Engine:
     def _fire_timers(self, instance_id: str, now: datetime, report=None) -> int:
         """Fire the instance's due timers in one transaction; returns how many fired.
 
-        Only the timers that actually fired are recorded: of two due at once, an interrupting one can
-        cancel the other before it runs (a T2 escalation overtaking a T1 reminder after downtime).
+        What is recorded is what fired (``Runtime.fired_timers``), which can be more than was due at
+        ``now``: the clock may have moved on since ``run_due`` looked (another process moves a shared one).
         """
-
         with self._command() as session:
             instance = self._lock_instance(session, instance_id, skip_locked=True)
             if instance is None or instance.status != "running":
@@ -797,10 +796,9 @@ class Engine:
             workflow = self.runtime.load(bundle, instance.state_json)
             if not any(t.due_at <= now for t in self.runtime.waiting_timers(workflow)):
                 return 0
-            marks = self.runtime.timer_marks(workflow)  # what had fired before this firing
             self.runtime.fire_due_timers(workflow)
             records: list[StepRecord] = []
-            self._advance_and_save(session, instance, bundle, workflow, records, None, timer_marks=marks)
+            self._advance_and_save(session, instance, bundle, workflow, records, None)
         fired = [r for r in records if r.type == "timer_fired"]
         for record in fired if report is not None else ():
             report("timer_fired", instance=instance_id, timer=record.bpmn_id, due=record.data["due_at"],
@@ -810,13 +808,12 @@ class Engine:
     # -- persistence of one step -------------------------------------------------------------
     def _advance_and_save(self, session: Session, instance: InstanceRow, bundle: SpecBundle, workflow,
                           records: list[StepRecord], user: str | None,
-                          completed: dict[str, str | None] | None = None,
-                          timer_marks: dict[str, Any] | None = None) -> SavedStep | None:
+                          completed: dict[str, str | None] | None = None) -> SavedStep | None:
         """Advance the loaded ``workflow`` to its next waits and write the step in ``session``: the state,
         the projections (work items, waits, jobs, SLA clocks), the history rows, then deliver thrown messages.
 
-        Every timer that fired since ``timer_marks`` (``Runtime.timer_marks``; default: taken now) is
-        recorded as ``timer_fired``, right after the records the caller passed (before what it caused).
+        Every timer that fired since the workflow was loaded (``Runtime.fired_timers``) is recorded as
+        ``timer_fired``, right after the records the caller passed (before what it caused).
         Returns what ``_instance_view`` needs to describe the instance without reading it back, or None
         when a thrown message was delivered in the same transaction (the instance may have moved again).
         """
@@ -827,8 +824,6 @@ class Engine:
 
         now = self.clock.now()
         stored = waits.before_step(session, workflow, instance.id)
-        if timer_marks is None:
-            timer_marks = self.runtime.timer_marks(workflow)
         given = len(records)
         self.runtime.case_finder = lambda key, since, any_of=None: self._find_cases(session, key, since, instance.id,
                                                                                       any_of)
@@ -844,13 +839,11 @@ class Engine:
                                            message=str(failure), created_at=now))
             records.append(StepRecord("instance_error", failure.task_id, failure.bpmn_id,
                                       {"message": str(failure)}))
-        fired = sorted(self.runtime.timers_fired_since(workflow, timer_marks),
-                       key=lambda t: (t.due_at is None, t.due_at or now))
         records[given:given] = [
             StepRecord("timer_fired", t.task_id, t.bpmn_id, {
                 "due_at": t.due_at.isoformat() if t.due_at else None,
                 "late_seconds": round((now - t.due_at).total_seconds(), 3) if t.due_at else None})
-            for t in fired]
+            for t in self.runtime.fired_timers(workflow)]
         outgoing = self.runtime.thrown_messages(workflow)
         for name, payload in outgoing:
             records.append(StepRecord("message_sent", data={"message": name, "data": payload}))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -37,6 +37,7 @@ from .clock import Clock
 from .serializer import StateSerializer
 
 MAX_STEPS_PER_COMMAND = 10_000
+_TIMER_BASELINE = "_gridflow_timer_marks"  # on a workflow object: its timer marks when last loaded or recorded
 RECENT_WORKFLOWS = 32  # workflow objects kept between commands (Runtime.load/dump); bounds the memory they use
 
 
@@ -128,13 +129,16 @@ class Runtime:
         workflow = BpmnWorkflow(bundle.spec, bundle.subprocess_specs, script_engine=self.script_engine)
         workflow.task_tree.data.update(copy.deepcopy(data))
         instance_scope(workflow).update(copy.deepcopy(data))
+        setattr(workflow, _TIMER_BASELINE, {})  # every timer that fires from here on is news
         return workflow
 
     def load(self, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
         """The workflow stored as ``state_json``: the object this process dumped to exactly that text when
         it is still cached (taken out of the cache: a command that mutates it and then rolls back cannot
         leave a changed object under the old text), else a fresh deserialization."""
-        return self._cached_or_loaded(self._recent.pop(state_json, None), bundle, state_json)
+        workflow = self._cached_or_loaded(self._recent.pop(state_json, None), bundle, state_json)
+        setattr(workflow, _TIMER_BASELINE, self.timer_marks(workflow))  # see fired_timers
+        return workflow
 
     def peek(self, bundle: SpecBundle, state_json: str) -> BpmnWorkflow:
         """Like :meth:`load`, for a caller that only reads the workflow: a cached object stays cached
@@ -347,7 +351,7 @@ class Runtime:
     @staticmethod
     def timer_marks(workflow: BpmnWorkflow) -> dict[str, Any]:
         """What each timer event has fired so far: True/False for one-shot timers, the next instant
-        for cycles. Compare two marks with :meth:`timers_fired_since`."""
+        for cycles (the baseline of :meth:`fired_timers`)."""
         marks: dict[str, Any] = {}
         for task in tasks_in_state(workflow, TaskState.ANY_MASK):
             definition = getattr(task.task_spec, "event_definition", None)
@@ -360,14 +364,21 @@ class Runtime:
                 marks[str(task.id)] = bool(task.state & (TaskState.READY | TaskState.COMPLETED))
         return marks
 
-    def timers_fired_since(self, workflow: BpmnWorkflow, before: dict[str, Any]) -> list[TimerView]:
-        """Timers that fired after ``before`` was taken (the instant each was due, from the task).
+    def fired_timers(self, workflow: BpmnWorkflow) -> list[TimerView]:
+        """Timers that fired since the workflow was loaded or created, or since the previous call (each with
+        the instant it was due), earliest first.
 
-        A command that advances an instance fires every timer due by then, including a ``timeDate``
-        armed with an instant already past; this lets such firings be recorded like the worker's.
+        Any change of a command can fire a timer whose instant has passed — a worker's firing, but also
+        completing a task or delivering a message while the clock is past a timer nobody fired yet —
+        so the baseline is taken before the command changes anything (:meth:`load`, :meth:`create`).
         """
+        before = getattr(workflow, _TIMER_BASELINE, None)
+        marks = self.timer_marks(workflow)
+        setattr(workflow, _TIMER_BASELINE, marks)
+        if before is None:  # not loaded through this runtime: nothing to compare with
+            return []
         fired = []
-        for task_id, mark in self.timer_marks(workflow).items():
+        for task_id, mark in marks.items():
             previous = before.get(task_id)
             if isinstance(mark, tuple) or isinstance(previous, tuple):  # a cycle: fired when its count moved
                 if not (isinstance(mark, tuple) and isinstance(previous, tuple) and mark[0] != previous[0]):
@@ -383,7 +394,7 @@ class Runtime:
             except ValueError:
                 due = None
             fired.append(TimerView(task_id, task.task_spec.bpmn_id, due))
-        return fired
+        return sorted(fired, key=lambda t: (t.due_at is None, t.due_at or datetime.min.replace(tzinfo=UTC)))
 
     def subscriptions(self, workflow: BpmnWorkflow, bundle: SpecBundle) -> list[SubscriptionView]:
         views = []
