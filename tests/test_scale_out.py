@@ -454,9 +454,13 @@ class Scenario:
                           if isinstance(getattr(t.task_spec, "event_definition", None), CycleTimerEventDefinition)}
                 history = per_instance[row.id]
                 if (user, handlers, timers) != (history["user"], history["handlers"], history["timers"] - cycles):
+                    def named(ids, workflow=workflow):
+                        return sorted(f"{i[:8]}:{engine.runtime.find_task(workflow, i).task_spec.bpmn_id}" for i in ids)
+                    recorded = history["timers"] - cycles
                     mismatches.append({"instance": row.id, "user": sorted(user ^ history["user"]),
                                        "handlers": sorted(handlers ^ history["handlers"]),
-                                       "timers": sorted(timers ^ (history["timers"] - cycles))})
+                                       "timers only in the state": named(timers - recorded),
+                                       "timers only in the history": named(recorded - timers)})
         assert not mismatches, f"{len(mismatches)} instances whose state and history disagree: {mismatches[:3]}"
 
 
