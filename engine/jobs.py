@@ -17,8 +17,10 @@ A handler task that is asynchronous (``camunda:asyncBefore="true"`` or
    attempts run out it opens an ``incident`` (the instance stays ``running`` and lists it).
 
 A worker that dies leaves its lock behind; once the lock expires another worker takes the job
-over. The handler's ``idempotency_key`` (instance id + task id) is the same for every attempt, so
-a handler whose side effect happened before the crash can find it and not repeat it.
+over, and the abandoned attempt counts as a failed one (a handler that crashes its worker every
+time ends in an incident, not in an endless take-over loop). The handler's ``idempotency_key``
+(instance id + task id) is the same for every attempt, so a handler whose side effect happened
+before the crash can find it and not repeat it.
 
 Atomicity: job rows are written inside the step's transaction (``engine.waits``); :func:`acquire`,
 :func:`_complete`, :func:`_fail`, :func:`retry_incident` and :func:`resolve_incident` are each
@@ -248,7 +250,12 @@ class JobTicket:
 
 
 def acquire(engine: Engine, worker_id: str, limit: int, lock_ttl: float) -> list[JobTicket]:
-    """Lock up to ``limit`` due jobs for ``worker_id`` (one short transaction). Expired locks are taken over."""
+    """Lock up to ``limit`` due jobs for ``worker_id`` (one short transaction). Expired locks are taken over.
+
+    A job whose lock expired was abandoned mid-attempt (its worker died or hung): that attempt counts
+    as failed like any other, so a handler that kills its worker every time ends in an incident after
+    its retry cycle instead of being taken over forever (see :func:`_count_abandoned_attempt`).
+    """
     if limit <= 0:
         return []
     now = engine.clock.now()
@@ -264,6 +271,8 @@ def acquire(engine: Engine, worker_id: str, limit: int, lock_ttl: float) -> list
         query = engine.store.lock_for_update(due, skip_locked=True, of=JobRow)
         for row in session.scalars(query.execution_options(populate_existing=True)):
             previous = row.locked_by if row.locked_by and row.locked_by != worker_id else None
+            if row.locked_by is not None and not _count_abandoned_attempt(session, row, now):
+                continue  # that was its last attempt: an incident now, not another run
             row.attempts += 1
             row.locked_by = worker_id
             row.locked_until = now + timedelta(seconds=lock_ttl)
@@ -419,17 +428,42 @@ def _fail(engine: Engine, ticket: JobTicket, error: str) -> str:
             data["next_run_at"] = job.next_run_at.isoformat()
             _event(session, instance.id, now, "job_failed", None, job.id, job.bpmn_id, data)
             return "retry_scheduled"
-        job.state = "incident"
-        incident = IncidentRow(instance_id=instance.id, task_id=job.id, bpmn_id=job.bpmn_id, created_at=now,
-                               message=f"handler '{job.topic}' failed at task {job.bpmn_id} "
-                                       f"after {job.attempts} attempt(s): {error}",
-                               kind="job", job_id=job.id, topic=job.topic, attempts=job.attempts)
-        session.add(incident)
-        session.flush()
-        _event(session, instance.id, now, "job_failed", None, job.id, job.bpmn_id, data)
-        _event(session, instance.id, now, "incident_opened", None, job.id, job.bpmn_id,
-               {"incident": incident.id, "kind": "job", "topic": job.topic, "message": incident.message})
+        _open_incident(session, job, now, error, data)
         return "incident"
+
+
+def _count_abandoned_attempt(session, job: JobRow, now: datetime) -> bool:
+    """Record the attempt whose worker let ``job``'s lock expire as failed (inside ``acquire``).
+
+    Returns True when the job may run again; False when that was its last attempt, in which case the
+    job now has an incident. ``job_failed`` in the history says which worker and why.
+    """
+    error = (f"worker {job.locked_by} did not finish attempt {job.attempts}: its lock expired at "
+             f"{job.locked_until.isoformat()}")
+    job.last_error = error
+    job.retries_left -= 1
+    data = {"topic": job.topic, "attempt": job.attempts, "error": error, "worker": job.locked_by,
+            "retries_left": max(job.retries_left, 0), "reason": "lock_expired"}
+    job.locked_by, job.locked_until = None, None
+    if job.retries_left > 0:
+        _event(session, job.instance_id, now, "job_failed", None, job.id, job.bpmn_id, data)
+        return True
+    _open_incident(session, job, now, error, data)
+    return False
+
+
+def _open_incident(session, job: JobRow, now: datetime, error: str, failed: dict[str, Any]) -> None:
+    """The job is out of attempts: mark it, open its incident and record both (its instance stays running)."""
+    job.state = "incident"
+    incident = IncidentRow(instance_id=job.instance_id, task_id=job.id, bpmn_id=job.bpmn_id, created_at=now,
+                           message=f"handler '{job.topic}' failed at task {job.bpmn_id} "
+                                   f"after {job.attempts} attempt(s): {error}",
+                           kind="job", job_id=job.id, topic=job.topic, attempts=job.attempts)
+    session.add(incident)
+    session.flush()
+    _event(session, job.instance_id, now, "job_failed", None, job.id, job.bpmn_id, failed)
+    _event(session, job.instance_id, now, "incident_opened", None, job.id, job.bpmn_id,
+           {"incident": incident.id, "kind": "job", "topic": job.topic, "message": incident.message})
 
 
 def _drop_stale(engine: Engine, ticket: JobTicket) -> None:

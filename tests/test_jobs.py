@@ -137,11 +137,40 @@ def test_an_expired_lock_is_taken_over_and_the_late_result_is_discarded(engine, 
     assert (second.taken_over_from, second.attempt) == ("w1", 2)
     assert second.idempotency_key == first.idempotency_key == f"{instance.id}:{first.id}"
 
+    [abandoned] = [e for e in engine.history(instance.id) if e.type == "job_failed"]
+    assert (abandoned.data["worker"], abandoned.data["attempt"], abandoned.data["reason"],
+            abandoned.data["retries_left"]) == ("w1", 1, "lock_expired", 2)  # R3: the abandoned attempt counts
+    assert "worker w1 did not finish attempt 1" in abandoned.data["error"]
+
     assert jobs.run_ticket(engine, first, 60) == "lost"  # w1 wakes up: its result no longer counts
     assert jobs.run_ticket(engine, second, 60) == "completed"
     completions = [e for e in engine.history(instance.id) if e.type == "handler_completed"]
     assert [(e.data["worker"], e.data["attempt"]) for e in completions] == [("w2", 2)]
     assert [c["attempt"] for c in calls_of(first.idempotency_key)] == [1, 2]  # same key both times
+
+
+def test_a_job_whose_workers_keep_dying_ends_in_an_incident_not_an_endless_take_over(engine, clock):
+    deploy(engine, "async_billing.bpmn")
+    instance = engine.start("async_billing", {"failures": 0})
+    for worker in ("w1", "w2", "w3"):  # R3/PT1M: three attempts, each abandoned (the worker died)
+        [ticket] = jobs.acquire(engine, worker, 10, lock_ttl=60)
+        assert ticket.attempt == int(worker[1])
+        clock.advance(timedelta(seconds=61))
+    calls = len(wh.CALLS)
+    assert jobs.acquire(engine, "w4", 10, lock_ttl=60) == []  # no fourth attempt
+    assert engine.run_jobs("w4", lock_ttl=60) == 0 and len(wh.CALLS) == calls
+
+    [job] = engine.jobs(instance.id)
+    assert (job.state, job.attempts, job.retries_left, job.locked_by) == ("incident", 3, 0, None)
+    [incident] = engine.incidents(instance.id)
+    assert incident.kind == "job" and "after 3 attempt(s): worker w3 did not finish attempt 3" in incident.message
+    failed = [e.data for e in engine.history(instance.id) if e.type == "job_failed"]
+    assert [(f["worker"], f["attempt"], f["retries_left"]) for f in failed] == [("w1", 1, 2), ("w2", 2, 1),
+                                                                                 ("w3", 3, 0)]
+    assert engine.instance(instance.id).status == "running"  # like any job incident: retry or resolve it
+    engine.retry_incident(incident.id, user="banzhang")
+    assert engine.run_jobs("w4") == 1
+    assert [t.bpmn_id for t in engine.instance(instance.id).ready_tasks] == ["confirmBill"]
 
 
 def test_a_stopping_worker_gives_back_the_jobs_it_did_not_start(engine):
