@@ -150,6 +150,26 @@ def test_deploy_and_run_due_need_admin(world, tmp_path):
     assert gf.ok("run-due", "--json", user="boss", now=T0 + timedelta(days=1, hours=1)) == {"fired": 1}
 
 
+def test_incident_repairs_need_admin_or_a_supervisor(world):
+    gf, engine = world.cli, world.engine
+    engine.deploy([BPMN / "handler_chain.bpmn"], user="boss")
+    failed = engine.start("handler_chain", {"fail": True}, user="zhang")
+    [incident] = engine.incidents(failed.id)
+
+    line = gf.refused("incident", "retry", str(incident.id), user="zhang")
+    assert "zhang may not retry or resolve incidents" in line and "supervisor" in line
+    line = gf.refused("incident", "resolve", str(incident.id), "--data", '{"checked": true}', user="qa")
+    assert "qa may not retry or resolve incidents" in line
+    assert [i.id for i in engine.incidents(failed.id)] == [incident.id]  # nothing changed
+    assert engine.instance(failed.id).status == "error"
+    assert refusals(engine, action="incident", actor="zhang") and refusals(engine, action="incident", actor="qa")
+
+    after = gf.ok("incident", "resolve", str(incident.id), "--data", '{"checked": true}', "--json", user="wang")
+    assert after["status"] != "error" and engine.incidents(failed.id) == []
+    [resolved] = [e for e in engine.history(failed.id) if e.type == "incident_resolved"]
+    assert resolved.actor == "wang"
+
+
 # -- the queue ---------------------------------------------------------------------------------
 def test_queue_is_claimable_or_assigned_sorted_by_due_with_countdown(world):
     gf = world.cli
