@@ -860,7 +860,7 @@ class Engine:
                                 .values(business_key=instance.business_key))
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
         session.flush()
-        open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {})
+        open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {}, records)
         after = waits.of_workflow(self.runtime, workflow, bundle)
         waits.write_changes(session, instance.id, stored, after,
                             lambda task_ids: jobs.new_job_rows(self, instance, bundle, workflow, task_ids, now))
@@ -953,12 +953,16 @@ class Engine:
         self._start(session, start, data, str(business_key) if business_key else None, None, [record],
                     message=name)
 
-    def _project_work_items(self, session, instance, bundle, workflow, now, completed) -> list[WorkItemRow]:
+    def _project_work_items(self, session, instance, bundle, workflow, now, completed,
+                            records: list[StepRecord]) -> list[WorkItemRow]:
         """One open ``work_item`` per READY user task; items whose task is gone are completed or cancelled.
 
+        The step's ``reassign_requested`` records (handlers' ``ctx.reassign``) are applied last: each open
+        item of the step goes to the user, recorded as ``task_reassigned`` (appended to ``records``).
         Returns the open items after the step, oldest first.
         """
         open_rows = {row.id: row for row in session.scalars(_statements().open_items, {"instance_id": instance.id})}
+        assigned_before = {task_id: row.assignee for task_id, row in open_rows.items()}
         ready = {str(task.id): task for task in self.runtime.ready_user_tasks(workflow)}
         still_open: list[WorkItemRow] = []
         closed: list[str] = []
@@ -994,10 +998,28 @@ class Engine:
             session.add(row)
             still_open.append(row)
             groups.extend({"work_item_id": task_id, "group_name": group} for group in dict.fromkeys(candidates))
+        self._apply_reassignments(records, still_open, ready, assigned_before)
         session.flush()
         if groups:
             session.connection().execute(insert(groups_table), groups)
         return still_open
+
+    @staticmethod
+    def _apply_reassignments(records: list[StepRecord], items: list[WorkItemRow], ready: dict[str, Any],
+                             assigned_before: dict[str, str | None]) -> None:
+        """Give the open items of each requested step to its user: assigned by the process, not claimed (an
+        expression assignee such as ``${handler}`` goes on following its variable)."""
+        from .bpmn import within_step
+        from .runtime import REASSIGN_REQUESTED, StepRecord
+
+        for request in [r for r in records if r.type == REASSIGN_REQUESTED]:
+            step, to = request.data["step"], request.data["to"]
+            for row in items:
+                if not within_step(ready[row.id], step):
+                    continue
+                row.assignee, row.claimed_by, row.claimed_at = to, None, None
+                records.append(StepRecord("task_reassigned", row.id, row.bpmn_id, {
+                    "from": assigned_before.get(row.id), "to": to, "requested_by": request.bpmn_id}))
 
     def _refresh_due(self, row: WorkItemRow, text: str | None, data: dict[str, Any]) -> None:
         """An open item whose ``camunda:dueDate`` is an expression follows its variable (a supervisor's

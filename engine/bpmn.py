@@ -123,6 +123,22 @@ def multi_instance_body(task):
     return None
 
 
+def within_step(task, step: str) -> bool:
+    """True when ``task`` is the element ``step`` or runs inside it (a sub-process, at any depth)."""
+    current = task
+    while current is not None:
+        if current.task_spec.bpmn_id == step:
+            return True
+        if current.parent is not None:
+            current = current.parent
+            continue
+        workflow = current.workflow
+        if workflow is workflow.top_workflow:
+            return False
+        current = workflow.top_workflow.get_task_from_id(workflow.parent_task_id)
+    return False
+
+
 def share_with_live_tasks(source, changes: dict[str, Any]) -> None:
     """Record variables written by one task and give them to the live tasks that see them.
 

@@ -76,6 +76,10 @@ class SpecBundle:
         return {}
 
 
+#: a handler asked for the open tasks of a step to go to another user (``HandlerContext.reassign``)
+REASSIGN_REQUESTED = "reassign_requested"
+
+
 @dataclass
 class StepRecord:
     """Something that happened while advancing, for the history."""
@@ -221,6 +225,8 @@ class Runtime:
         if context.rearm_requested:
             rearmed = rearm_date_timers(task.workflow.top_workflow)
             records.append(StepRecord("timers_rearmed", str(task.id), bpmn_id, {"timers": rearmed}))
+        for step, user in context.reassignments:  # applied to the work items when the step is saved
+            records.append(StepRecord(REASSIGN_REQUESTED, str(task.id), bpmn_id, {"step": step, "to": user}))
         records.append(StepRecord("handler_completed", str(task.id), bpmn_id,
                                   {"topic": topic, "result": result or {}}))
         for message in context.outbox:

@@ -44,6 +44,8 @@ class HandlerContext:
     ``history()`` (synchronous handlers) lists this instance's history events so far, oldest first,
     including those of the current command: dicts with type, task_id, bpmn_id and data — e.g. the
     answers of a multi-instance user task, each of which lives in its own scope.
+    ``rearm_timers()`` and ``reassign(step, user)`` ask the engine for something it does when the
+    step is saved: re-evaluate the waiting date timers; give a step's open tasks to another user.
     """
 
     instance_id: str
@@ -60,10 +62,19 @@ class HandlerContext:
     find_cases: Callable[..., list[dict[str, Any]]] | None = None
     rearm_requested: bool = False
     history: Callable[[], list[dict[str, Any]]] | None = None
+    reassignments: list[tuple[str, str]] = field(default_factory=list)
 
     def rearm_timers(self) -> None:
         """Ask the engine to re-evaluate the waiting date timers after this handler (§9.3 re-arm)."""
         self.rearm_requested = True
+
+    def reassign(self, step: str, user: str) -> None:
+        """Ask the engine to give the open tasks of ``step`` (a user task's element id, or a sub-process
+        whose open tasks all move) to ``user`` once this handler's step is saved (a 督办 改派). Each moved
+        task is recorded as ``task_reassigned``; a step with no open task records the request only."""
+        if not step or not user:
+            raise ValueError(f"reassign needs a step and a user, got step={step!r} user={user!r}")
+        self.reassignments.append((step, user))
 
     def param(self, name: str, variables: dict[str, Any], default: Any = None) -> Any:
         """A ``camunda:property`` of the task; a ``${expression}`` value is evaluated safely over ``variables``."""

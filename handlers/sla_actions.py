@@ -124,8 +124,9 @@ def apply_supervision(variables: dict[str, Any], ctx) -> dict[str, Any]:
         result["overdue"] = False
         if not ceiling and cap_name in variables:
             result[cap_name] = calendar().add_working_days(new_due, 1)
-    elif decision == "REASSIGN":
+    elif decision == "REASSIGN":  # the late step's open tasks go to the new assignee, whatever their assignee rule
         result["handler"] = variables.get("newAssignee")
+        ctx.reassign(step, variables.get("newAssignee"))
     elif decision == "ESCALATE":
         if variables.get("newSeverity"):
             result["severity"] = raise_severity(variables.get("severity"), variables["newSeverity"])

@@ -47,3 +47,10 @@ def remote_reconnect(variables, ctx):
     if variables.get("meterOffline"):
         raise BpmnError("REMOTE_FAILED", "电能表离线，远程复电失败", attempts=3)
     return {"reconnectedAt": ctx.now}
+
+
+@handler("test.reassignStep")
+def reassign_step(variables, ctx):
+    """Gives the open tasks of ``step`` to ``to`` (a supervisor's 改派)."""
+    ctx.reassign(variables["step"], variables["to"])
+    return {}

@@ -20,6 +20,7 @@ import pytest
 from conftest import ROOT
 
 from engine.errors import InvalidInput
+from engine.identity import Refused
 from handlers import simulated_systems as sim
 
 PROCESS_FILES = [ROOT / "processes" / name for name in ("revisit.bpmn", "complaint_handling.bpmn",
@@ -104,12 +105,12 @@ def open_ids(engine, instance_id: str) -> list[str]:
     return sorted(t.bpmn_id for t in engine.tasks(instance_id=instance_id))
 
 
-def refused(engine, task, bad: dict, match: str) -> None:
+def refused(engine, task, bad: dict, match: str, user: str = "tester") -> None:
     """Completing with ``bad`` is refused by the form and changes nothing."""
     before = engine.instance(task.instance_id)
     events = len(engine.history(task.instance_id))
     with pytest.raises(InvalidInput, match=match):
-        engine.complete(task.id, bad, user="tester")
+        engine.complete(task.id, bad, user=user)
     after = engine.instance(task.instance_id)
     assert after.variables == before.variables
     assert [t.id for t in after.ready_tasks] == [t.id for t in before.ready_tasks]
@@ -122,7 +123,7 @@ def do(engine, instance_id: str, bpmn_id: str, data: dict, bad: dict | None = No
     """Complete work item ``bpmn_id``; with ``bad``, first check that the form refuses it."""
     task = item(engine, instance_id, bpmn_id)
     if bad is not None:
-        refused(engine, task, bad, match)
+        refused(engine, task, bad, match, user)
     return engine.complete(task.id, data, user=user)
 
 
@@ -675,8 +676,15 @@ def test_other_request_timers_follow_working_days_and_unknown_types_take_the_def
        {"decision": "REASSIGN", "reason": "原客户经理休假", "newAssignee": "chenmin"},
        bad={"decision": "POSTPONE", "reason": "原客户经理休假"}, match="decision")
     assert aftersale.instance(order.id).variables["handler"] == "chenmin"
+    handle = item(aftersale, order.id, "handleOtherRequest")                   # 改派: the late task itself moves
+    assert (handle.assignee, handle.candidate_groups) == ("chenmin", ["accountManager"])
+    [moved] = [e for e in aftersale.history(order.id) if e.type == "task_reassigned"]
+    assert (moved.task_id, moved.data["from"], moved.data["to"], moved.data["requested_by"]) == (
+        handle.id, None, "chenmin", "applySupervision_handleOtherRequest")
+    with pytest.raises(Refused, match="assigned to chenmin"):
+        aftersale.complete(handle.id, {"result": "已办理。"}, user="tester")
     done = do(aftersale, order.id, "handleOtherRequest", {"result": "已为客户办理电子账单订阅，次月起推送至网上国网。"},
-              bad={"result": ""}, match="result")
+              bad={"result": ""}, match="result", user="chenmin")
     assert open_ids(aftersale, done.id) == []
     done = answer_revisit(aftersale, clock, order.id, {"reached": False},
                           bad={"reached": "否"}, match="reached")

@@ -317,3 +317,34 @@ def test_a_case_number_given_during_a_step_reaches_its_open_and_closed_tasks(eng
     assert engine.complete(first.id, {"workOrderNo": "WO-PAR-9"}).business_key == "WO-PAR-9"
     shown = {t.bpmn_id: (t.state, t.business_key) for t in engine.tasks(instance_id=case.id, include_closed=True)}
     assert shown == {"a": ("completed", "WO-PAR-9"), "b": ("open", "WO-PAR-9")}
+
+
+@pytest.mark.parametrize("step", ["review", "check"])
+def test_a_handler_reassigns_the_open_tasks_of_a_step_or_of_a_sub_process(engine, step):
+    deploy(engine, "reassign_step.bpmn")
+    instance = engine.start("reassign_step", {"step": step, "to": "chenmin"})
+    check, decide = sorted(instance.ready_tasks, key=lambda t: t.bpmn_id)
+    assert (check.bpmn_id, check.assignee, decide.bpmn_id) == ("check", None, "decide")
+    engine.claim(check.id, "zhang")
+
+    engine.complete(decide.id, {}, user="banzhang")
+    moved = engine.task(check.id)
+    assert (moved.assignee, moved.state, moved.candidate_groups) == ("chenmin", "open", ["agent"])
+    assert [t.id for t in engine.tasks(user="chenmin")] == [check.id]
+    [event] = [e for e in engine.history(instance.id) if e.type == "task_reassigned"]
+    assert (event.task_id, event.actor, event.data) == (check.id, None, {
+        "from": "zhang", "to": "chenmin", "requested_by": "move"})
+    with pytest.raises(NotAllowed, match="assigned to chenmin"):
+        engine.complete(check.id, {}, user="zhang")
+    assert engine.complete(check.id, {}, user="chenmin").status == "completed"
+
+
+def test_a_reassignment_of_a_step_without_open_tasks_is_recorded_and_moves_nothing(engine):
+    deploy(engine, "reassign_step.bpmn")
+    instance = engine.start("reassign_step", {"step": "someOtherStep", "to": "chenmin"})
+    decide = next(t for t in instance.ready_tasks if t.bpmn_id == "decide")
+    engine.complete(decide.id, {}, user="banzhang")
+    types = [e.type for e in engine.history(instance.id)]
+    assert "reassign_requested" in types and "task_reassigned" not in types
+    [check] = engine.instance(instance.id).ready_tasks
+    assert check.assignee is None
