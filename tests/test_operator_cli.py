@@ -8,6 +8,7 @@ what is tested.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -195,6 +196,20 @@ def test_countdown_states():
     assert countdown(created, T0 + timedelta(hours=5), T0 + timedelta(minutes=30)).state == "ok"
     gone = countdown(created, T0 + timedelta(hours=5), T0 + timedelta(hours=6))
     assert (gone.state, gone.due_in_seconds, gone.age_seconds) == ("overdue", -3600, 6 * 3600)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "gb18030"])
+def test_json_rows_reach_stdout_as_the_text_layer_would_write_them(monkeypatch, encoding):
+    """``tasks --json`` writes its UTF-8 bytes past stdout's text layer only where that changes nothing:
+    the same bytes, in order with what went through the text layer before and after."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding=encoding)
+    monkeypatch.setattr(sys, "stdout", stream)
+    stream.write("before\n")
+    cli._write_utf8('[{"name": "答复客户"}]\n'.encode())
+    stream.write("after\n")
+    stream.flush()
+    assert raw.getvalue() == 'before\n[{"name": "答复客户"}]\nafter\n'.encode(encoding)
 
 
 # -- claim, unclaim, reassign ----------------------------------------------------------------------
