@@ -212,6 +212,24 @@ def test_json_rows_reach_stdout_as_the_text_layer_would_write_them(monkeypatch, 
     assert raw.getvalue() == 'before\n[{"name": "答复客户"}]\nafter\n'.encode(encoding)
 
 
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 5])
+def test_the_json_queue_written_a_batch_at_a_time_is_one_json_document(monkeypatch, capsysbinary, count):
+    """``tasks --json`` encodes and writes its rows a batch at a time: the text is exactly that of one
+    ``orjson.dumps`` of all the rows (the output before batches), for any count around the batch size."""
+    import orjson
+
+    from engine.api import WorkItem
+
+    monkeypatch.setattr(cli, "JSON_BATCH", 2)
+    items = [WorkItem(f"t{n}", "i1", "review", "审核", None, ["agent"], None, "review",
+                      T0 + timedelta(hours=n) if n % 2 else None, "sla_review", "open", T0, f"WO-{n}")
+             for n in range(count)]
+    cli._emit_queue_json(items, T0 + timedelta(minutes=30))
+    whole = orjson.dumps(cli._queue_rows(items, T0 + timedelta(minutes=30)),
+                         option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    assert capsysbinary.readouterr().out == whole
+
+
 # -- claim, unclaim, reassign ----------------------------------------------------------------------
 def test_claim_unclaim_reassign_rules_and_refusals_are_recorded_on_the_case(world):
     gf, engine = world.cli, world.engine
