@@ -392,7 +392,7 @@ try:
 except SystemExit as exit:
     assert not exit.code, exit.code
 heavy = ("SpiffWorkflow", "lxml", "jsonschema", "rich", "alembic", "jinja2", "handlers", "sqlalchemy.orm",
-         "engine.store", "engine.runtime", "engine.definitions")
+         "engine.store", "engine.runtime", "engine.definitions", "simpleeval", "engine.expressions")
 print(json.dumps(sorted(m for m in sys.modules if m.startswith(heavy))), file=sys.stderr)
 """
 
