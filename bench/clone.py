@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,7 +67,9 @@ def clone_instance(url: str, instance_id: str, count: int, business_key: Callabl
     try:
         metadata = MetaData()
         present = set(inspect(sql).get_table_names())
-        metadata.reflect(sql, only=[t for t in _OWNED if t in present])
+        with warnings.catch_warnings():  # SQLite expression indexes (0006) cannot be reflected: not needed here
+            warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
+            metadata.reflect(sql, only=[t for t in _OWNED if t in present])
         tables = [metadata.tables[name] for name in _OWNED if name in metadata.tables]
         template: dict[str, list[dict[str, Any]]] = {}
         with sql.connect() as connection:

@@ -25,8 +25,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from . import identity, worklist
 from .clock import Clock, SystemClock, require_aware
 from .db import Store
-from .errors import Conflict, DefinitionError, GridflowError, InvalidInput, NotAllowed, NotFound
-from .expressions import ExpressionError
+from .errors import Conflict, DefinitionError, ExpressionError, GridflowError, InvalidInput, NotAllowed, NotFound
 from .forms import FormRegistry
 from .identity import Refused, User
 

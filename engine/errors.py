@@ -34,3 +34,11 @@ class Conflict(GridflowError):
 
 class InstanceFailed(GridflowError):
     """A step failed (handler error, expression error); the instance is marked ``error``."""
+
+
+class ExpressionError(ValueError):
+    """An expression is not allowed, does not parse, or failed to evaluate (see :mod:`engine.expressions`).
+
+    A ``ValueError``, not a :class:`GridflowError`: the command that evaluated it says what failed where.
+    Defined here so that modules which only catch it (``engine.api``) need not import simpleeval.
+    """

@@ -20,6 +20,8 @@ from typing import Any
 
 import simpleeval
 
+from .errors import ExpressionError  # defined there, so importing the error does not import simpleeval
+
 _CAMUNDA_WRAPPED = re.compile(r"^\s*[$#]\{(.*)\}\s*$", re.DOTALL)
 
 _ALLOWED_NODES: tuple[type, ...] = (
@@ -37,10 +39,6 @@ FUNCTION_NAMES = frozenset({
     "len", "min", "max", "abs", "round", "int", "float", "str", "bool", "sum", "any", "all",
     "sorted", "now", "date", "datetime", "duration",
 })
-
-
-class ExpressionError(ValueError):
-    """An expression is not allowed, does not parse, or failed to evaluate."""
 
 
 def unwrap(text: str) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -75,7 +76,12 @@ class InstanceRow(Base):
 
 class WorkItemRow(Base):
     __tablename__ = "work_item"
-    __table_args__ = (Index("ix_work_item_state_due", "state", "due_at"),)
+    __table_args__ = (
+        Index("ix_work_item_state_due", "state", "due_at"),
+        # 0006: the work queue's order (engine.worklist.queue_query), so listing it needs no sort
+        Index("ix_work_item_queue", "state", column("due_at").is_(None), "due_at", "created_at", "instance_id",
+              "bpmn_id", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the SpiffWorkflow task id
     instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), index=True)

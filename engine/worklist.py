@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy import String, or_, select, type_coerce
+from sqlalchemy import String, exists, or_, select, type_coerce
 
 from .errors import InvalidInput, NotFound
 from .tables import work_item, work_item_group
@@ -92,13 +92,11 @@ def queue_query(*, instance_id: str | None = None, group: str | None = None, ass
     if instance_id:
         query = query.where(item.instance_id == instance_id)
     if group:
-        query = query.where(item.id.in_(
-            select(work_item_group.c.work_item_id).where(work_item_group.c.group_name == group)))
+        query = query.where(_offered_to(work_item_group.c.group_name == group))
     if assignee:
         query = query.where(item.assignee == assignee)
     if viewer_name is not None:
-        offered = item.id.in_(select(work_item_group.c.work_item_id)
-                              .where(work_item_group.c.group_name.in_(viewer_groups or [])))
+        offered = _offered_to(work_item_group.c.group_name.in_(viewer_groups or []))
         if not see_claimed:
             offered = offered & item.assignee.is_(None)
         query = query.where(or_(item.assignee == viewer_name, offered))
@@ -111,6 +109,15 @@ def queue_query(*, instance_id: str | None = None, group: str | None = None, ass
     if limit:
         query = query.limit(limit)
     return query
+
+
+def _offered_to(groups):
+    """The work item has a candidate group matching ``groups``: a correlated EXISTS on the group table's
+    primary key (work_item_id, group_name), so the queue is read in the order of ``ix_work_item_queue``
+    and each row is checked with one index probe (an ``IN (SELECT …)`` list is built first, and the
+    rows were then sorted)."""
+    offered = work_item_group.c
+    return exists().where(offered.work_item_id == work_item.c.id, groups)
 
 
 # -- ids by unique prefix -----------------------------------------------------------------------

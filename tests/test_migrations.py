@@ -20,13 +20,22 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from conftest import BPMN, TESTS
 from sqlalchemy import MetaData, create_engine, inspect, select
+from sqlalchemy.schema import CreateIndex
 
+from engine import worklist
 from engine.api import Engine
 from engine.errors import GridflowError
 from engine.forms import FORMS_DIR, FormRegistry
 from engine.store import MIGRATIONS_DIR, Base
 
 FIRST = "0001"
+# SQLAlchemy cannot reflect SQLite's expression indexes (so alembic's comparison skips this one there):
+# test_the_queue_index_is_the_models_and_sqlite_reads_the_queue_in_its_order checks it instead
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index ix_work_item_queue"),
+    pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index "
+                               "'ix_work_item_queue'"),
+]
 
 
 def alembic_config(url: str) -> Config:
@@ -213,3 +222,30 @@ def test_the_core_views_of_the_tables_match_the_models():
         for column in view.c:
             assert column.name in model.c, f"{view.name}.{column.name} is not a column of the model"
             assert type(column.type) is type(model.c[column.name].type), f"{view.name}.{column.name}"
+
+
+def test_the_queue_index_is_the_models_and_sqlite_reads_the_queue_in_its_order(db_url):
+    """0006's index holds the open work items in the queue's order (``due_at IS NULL`` as an expression).
+
+    PostgreSQL: the comparison above covers it. SQLite: the index is built as the model declares it, and the
+    queue (a user's, a group's, all) is read in its order with no sort."""
+    command.upgrade(alembic_config(db_url), "head")
+    sql = create_engine(db_url)
+    try:
+        with sql.connect() as connection:
+            declared = next(i for i in Base.metadata.tables["work_item"].indexes if i.name == "ix_work_item_queue")
+            if sql.dialect.name == "postgresql":
+                built = connection.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_work_item_queue'").scalar_one()
+                assert "(due_at IS NULL)" in built, built
+                return
+            built = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_work_item_queue'").scalar_one()
+            assert built == str(CreateIndex(declared).compile(dialect=sql.dialect)).strip()
+            for queue in (worklist.queue_query(viewer_name="agent1", viewer_groups=["agent", "expert"]),
+                          worklist.queue_query(group="agent", limit=50), worklist.queue_query()):
+                statement = str(queue.compile(dialect=sql.dialect, compile_kwargs={"literal_binds": True}))
+                plan = [row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement)]
+                assert "ix_work_item_queue" in plan[0] and not any("TEMP B-TREE" in step for step in plan), plan
+    finally:
+        sql.dispose()

@@ -8,6 +8,7 @@ what is tested.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -217,6 +218,38 @@ def test_countdown_states():
     assert (gone.state, gone.due_in_seconds, gone.age_seconds) == ("overdue", -3600, 6 * 3600)
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "gb18030"])
+def test_json_rows_reach_stdout_as_the_text_layer_would_write_them(monkeypatch, encoding):
+    """``tasks --json`` writes its UTF-8 bytes past stdout's text layer only where that changes nothing:
+    the same bytes, in order with what went through the text layer before and after."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding=encoding)
+    monkeypatch.setattr(sys, "stdout", stream)
+    stream.write("before\n")
+    cli._write_utf8('[{"name": "答复客户"}]\n'.encode())
+    stream.write("after\n")
+    stream.flush()
+    assert raw.getvalue() == 'before\n[{"name": "答复客户"}]\nafter\n'.encode(encoding)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 5])
+def test_the_json_queue_written_a_batch_at_a_time_is_one_json_document(monkeypatch, capsysbinary, count):
+    """``tasks --json`` encodes and writes its rows a batch at a time: the text is exactly that of one
+    ``orjson.dumps`` of all the rows (the output before batches), for any count around the batch size."""
+    import orjson
+
+    from engine.api import WorkItem
+
+    monkeypatch.setattr(cli, "JSON_BATCH", 2)
+    items = [WorkItem(f"t{n}", "i1", "review", "审核", None, ["agent"], None, "review",
+                      T0 + timedelta(hours=n) if n % 2 else None, "sla_review", "open", T0, f"WO-{n}")
+             for n in range(count)]
+    cli._emit_queue_json(items, T0 + timedelta(minutes=30))
+    whole = orjson.dumps(cli._queue_rows(items, T0 + timedelta(minutes=30)),
+                         option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    assert capsysbinary.readouterr().out == whole
+
+
 # -- claim, unclaim, reassign ----------------------------------------------------------------------
 def test_claim_unclaim_reassign_rules_and_refusals_are_recorded_on_the_case(world):
     gf, engine = world.cli, world.engine
@@ -379,7 +412,7 @@ try:
 except SystemExit as exit:
     assert not exit.code, exit.code
 heavy = ("SpiffWorkflow", "lxml", "jsonschema", "rich", "alembic", "jinja2", "handlers", "sqlalchemy.orm",
-         "engine.store", "engine.runtime", "engine.definitions")
+         "engine.store", "engine.runtime", "engine.definitions", "simpleeval", "engine.expressions")
 print(json.dumps(sorted(m for m in sys.modules if m.startswith(heavy))), file=sys.stderr)
 """
 
