@@ -1,12 +1,13 @@
 """Bulk copies of one real instance, for benchmarks that need thousands of stored cases quickly.
 
-:func:`clone_instance` reads every row that belongs to a template instance (the instance, its work
-items and their groups, timers, jobs, subscriptions, SLA clocks, incidents and history events)
-through table reflection, and inserts ``count`` copies in batches with Core ``executemany``. Every
-UUID in every value (the instance id, SpiffWorkflow task ids inside ``state_json``, idempotency
-keys …) is replaced by a fresh one per copy, consistently across the rows of that copy, so the
-copies are as real as the template: an engine can load, query and continue each of them. Each
-copy's timestamps can be shifted (``shift``), and its business key set (``business_key``).
+:func:`clone_instance` reads every row that belongs to a template instance (the instance, its
+searchable variables, work items and their groups, timers, jobs, subscriptions, SLA clocks,
+incidents and history events) through table reflection, and inserts ``count`` copies in batches
+with Core ``executemany``. Every UUID in every value (the instance id, SpiffWorkflow task ids
+inside ``state_json``, idempotency keys …) is replaced by a fresh one per copy, consistently across
+the rows of that copy, so the copies are as real as the template: an engine can load, query and
+continue each of them. Each copy's timestamps can be shifted (``shift``), and its business key set
+(``business_key``).
 
 The template text is split once at its UUIDs; a copy is a ``join`` of the pieces with new ids,
 which keeps a 100,000-instance build within minutes on SQLite.
@@ -26,8 +27,8 @@ from sqlalchemy import JSON, MetaData, create_engine, inspect, select
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # tables whose rows belong to an instance, in insert order, and how to find them
-_OWNED = ["instance", "work_item", "work_item_group", "timer", "job", "message_subscription", "signal_subscription",
-          "sla_clock", "incident", "event"]
+_OWNED = ["instance", "case_key", "work_item", "work_item_group", "timer", "job", "message_subscription",
+          "signal_subscription", "sla_clock", "incident", "event"]
 
 
 class _Text:

@@ -22,11 +22,12 @@ HISTORY = timedelta(days=730)
 
 
 def _customer(n: int, table: str, row: dict[str, Any]) -> None:
+    """Copy ``n``'s own customer number and phone, in its variables and in its searchable-variable rows."""
+    values = {"customerNo": f"41{n:08d}", "contactPhone": f"139{n:08d}"}
     if table == "instance":
-        variables = dict(row["variables"])
-        variables["customerNo"] = f"41{n:08d}"
-        variables["contactPhone"] = f"139{n:08d}"
-        row["variables"] = variables
+        row["variables"] = {**row["variables"], **values}
+    elif table == "case_key" and row["name"] in values:
+        row["value"] = values[row["name"]]
 
 
 def build(url: str, finished: int, progress=None) -> None:

@@ -165,6 +165,8 @@ class Engine:
         self.clock = _EngineClock(clock or SystemClock())
         self.store = Store(url)
         self._handlers = handlers
+        self._searchable: dict[str, tuple[str, ...]] | None = None
+        self._searched_by_index: set[tuple[str, str]] = set()  # (process, variable) pairs whose index is built
         self._runtime: Runtime | None = None
         self.identities = identities
         self._lock_queries: dict[bool, Any] = {}  # skip_locked -> the instance row lock statement of this store
@@ -180,6 +182,16 @@ class Engine:
 
             self._handlers = load_handlers()
         return self._handlers
+
+    @property
+    def searchable(self) -> dict[str, tuple[str, ...]]:
+        """Process key -> the variables handlers look cases up by (``handlers.searchable``)."""
+        if self._searchable is None:
+            from handlers.registry import searchable_variables
+
+            self.handlers  # noqa: B018  (loads the handler modules, which declare them)
+            self._searchable = searchable_variables()
+        return self._searchable
 
     @property
     def runtime(self) -> Runtime:
@@ -264,9 +276,10 @@ class Engine:
                                                 data={"key": row.key, "version": row.version, "hash": content_hash}))
                 rows[source.key] = row
                 result.append(_definition(row))
-            from . import schedules
+            from . import schedules, search_keys
 
             schedules.sync(self, session, now)  # timer start events of the latest versions
+            search_keys.build(session.connection(), self.searchable, now)  # declared since the last deploy
         return result
 
     def definitions(self) -> list[Definition]:
@@ -818,7 +831,7 @@ class Engine:
         """
         from sqlalchemy.orm.exc import StaleDataError
 
-        from . import jobs, messages, sla_clocks, waits
+        from . import jobs, messages, search_keys, sla_clocks, waits
         from .runtime import StepFailed, StepRecord
 
         now = self.clock.now()
@@ -857,7 +870,11 @@ class Engine:
             if instance.business_key is not None:  # the work items carry a copy (the queue reads one table)
                 session.execute(update(models.WorkItemRow).where(models.WorkItemRow.instance_id == instance.id)
                                 .values(business_key=instance.business_key))
+        stored_before = instance.variables
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
+        if self.searchable.get(bundle.key):
+            search_keys.write(session.connection(), instance.id, bundle.key, self.searchable[bundle.key],
+                              stored_before, instance.variables)
         session.flush()
         open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {}, records)
         after = waits.of_workflow(self.runtime, workflow, bundle)
@@ -890,19 +907,42 @@ class Engine:
         """Recent cases of process ``key`` started at or after ``since`` (read-only view for handlers).
 
         ``any_of``: only cases with at least one of these variables equal to the given text, filtered in
-        SQL, so that the cost follows the matches rather than every case in the window. A value that is
-        not text (or an empty ``any_of``) filters nothing: the result is never smaller than without it.
+        SQL. When every name is a built searchable variable (:mod:`engine.search_keys`) the index gives
+        the matches, so the cost follows them rather than the cases in the window; otherwise the stored
+        variables are compared. A value that is not text (or an empty ``any_of``) filters nothing: the
+        result is never smaller than without it.
         """
+        from . import search_keys
+
         case = models.InstanceRow  # the columns handlers see; never the workflow state
         query = select(case.id, case.business_key, case.started_at, case.status, case.variables).join(
             models.DefinitionRow).where(models.DefinitionRow.key == key, case.started_at >= since, case.id != exclude)
         wanted = {k: v for k, v in (any_of or {}).items() if v not in (None, "")}
         if wanted and all(isinstance(v, str) for v in wanted.values()):
-            query = query.where(or_(*(case.variables[k].as_string() == v for k, v in wanted.items())))
+            if self._search_index_covers(session, key, wanted):
+                query = query.where(case.id.in_(search_keys.matching_cases(key, wanted)))
+            else:
+                query = query.where(or_(*(case.variables[k].as_string() == v for k, v in wanted.items())))
         rows = session.execute(query.order_by(case.started_at))
         restore = self.runtime.serializer.restore_data
         return [{"instance_id": r.id, "business_key": r.business_key, "started_at": r.started_at,
                  "status": r.status, "variables": restore(r.variables or {})} for r in rows]
+
+    def _search_index_covers(self, session: Session, key: str, wanted: dict[str, str]) -> bool:
+        """True when the ``case_key`` rows answer a lookup of ``wanted`` in the cases of ``key``."""
+        from . import search_keys
+
+        if not all(search_keys.indexable(v) for v in wanted.values()):
+            return False
+        pairs = {(key, name) for name in wanted}
+        if pairs <= self._searched_by_index:
+            return True
+        if any(name not in self.searchable.get(key, ()) for name in wanted):
+            return False
+        if not search_keys.complete(session.connection(), key, wanted):
+            return False
+        self._searched_by_index |= pairs  # built pairs stay built
+        return True
 
     def _history_dicts(self, session: Session, instance_id: str) -> list[dict[str, Any]]:
         """The stored history of one instance for ``HandlerContext.history`` (read-only, oldest first)."""

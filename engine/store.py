@@ -289,3 +289,25 @@ class SlaClockRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+
+
+class CaseKeyRow(Base):
+    """0007: the text value of one declared searchable variable of one case (see :mod:`engine.search_keys`)."""
+
+    __tablename__ = "case_key"
+    __table_args__ = (Index("ix_case_key_lookup", "definition_key", "name", "value"),)
+
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instance.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    definition_key: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(String(400))
+
+
+class SearchIndexRow(Base):
+    """0007: a (process, variable) pair whose ``case_key`` rows cover every stored case since ``built_at``."""
+
+    __tablename__ = "search_index"
+
+    definition_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    built_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -14,6 +14,16 @@ it returns is merged into the variables. Integrators register their own modules 
 ``GRIDFLOW_HANDLERS`` (comma-separated import paths) or a ``gridflow.handlers`` entry point.
 """
 
-from .registry import BpmnError, HandlerContext, HandlerSpec, handler, load_handlers, registered_topics
+from .registry import (
+    BpmnError,
+    HandlerContext,
+    HandlerSpec,
+    handler,
+    load_handlers,
+    registered_topics,
+    searchable,
+    searchable_variables,
+)
 
-__all__ = ["BpmnError", "HandlerContext", "HandlerSpec", "handler", "load_handlers", "registered_topics"]
+__all__ = ["BpmnError", "HandlerContext", "HandlerSpec", "handler", "load_handlers", "registered_topics",
+           "searchable", "searchable_variables"]

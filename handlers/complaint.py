@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from handlers import handler
+from handlers import handler, searchable
 
 from .common import (
     CHANNEL_LABELS,
@@ -44,6 +44,9 @@ def send_complaint_receipt(variables: dict[str, Any], ctx) -> dict[str, Any]:
            contactLimitText=f"{hours}小时" if hours.isdigit() else contact,
            replyLimitText=f"{version.wd('complaint.reply')}个工作日", hotline="95598")
     return {**recorded, "receiptSentAt": ctx.now}
+
+
+searchable("complaint_handling", "customerNo", "contactPhone")  # checkDuplicates looks cases up by these
 
 
 @handler("checkDuplicates")

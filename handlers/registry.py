@@ -100,7 +100,27 @@ class HandlerSpec:
 
 
 _REGISTRY: dict[str, HandlerSpec] = {}
+_SEARCHABLE: dict[str, tuple[str, ...]] = {}
 _loaded = False
+
+
+def searchable(process_key: str, *names: str) -> None:
+    """Declare variables of ``process_key`` that handlers look cases up by (``find_cases(any_of=...)``).
+
+    The engine keeps an indexed copy of their text values per case, so such a lookup reads the matching
+    cases instead of every case in its time window. Declaring is an optimisation only: the results are
+    the same without it. Call it at import time of the handler module that searches.
+    """
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"searchable variable of '{process_key}' must be an identifier, got {name!r}")
+    _SEARCHABLE[process_key] = tuple(dict.fromkeys((*_SEARCHABLE.get(process_key, ()), *names)))
+
+
+def searchable_variables() -> dict[str, tuple[str, ...]]:
+    """Process key -> the variables declared :func:`searchable` (after loading every handler module)."""
+    load_handlers()
+    return dict(_SEARCHABLE)
 
 
 def handler(topic: str, *, asynchronous: bool = False, retry_cycle: str = "R3/PT1M"):

@@ -3,7 +3,9 @@
 from datetime import date, timedelta
 from decimal import Decimal
 
-from handlers import handler
+from handlers import handler, searchable
+
+searchable("search_case", "customerNo", "contactPhone")  # tests/bpmn/search_case.bpmn
 
 
 @handler("test.computeDue")
