@@ -305,7 +305,8 @@ SLA_STYLE = {"ok": "green", "at_risk": "yellow", "overdue": "bold red"}
 @click.option("--instance", "instance_id", metavar="ID", help="Only this case's tasks (id or unique prefix).")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=None,
               help=f"At most this many rows (the table shows {QUEUE_TABLE_ROWS} unless told; --json shows all).")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as an indented JSON array (the table's facts plus ids, groups, age and countdown in seconds).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the rows as an indented JSON array (the table's facts plus ids, groups and seconds).")
 @click.pass_obj
 @engine_command
 def tasks(settings: Settings, group: str | None, mine: bool, overdue: bool, flow: str | None,
