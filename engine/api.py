@@ -915,14 +915,16 @@ class Engine:
         from . import search_keys
 
         case = models.InstanceRow  # the columns handlers see; never the workflow state
-        query = select(case.id, case.business_key, case.started_at, case.status, case.variables).join(
-            models.DefinitionRow).where(models.DefinitionRow.key == key, case.started_at >= since, case.id != exclude)
+        query = select(case.id, case.business_key, case.started_at, case.status, case.variables)
         wanted = {k: v for k, v in (any_of or {}).items() if v not in (None, "")}
-        if wanted and all(isinstance(v, str) for v in wanted.values()):
-            if self._search_index_covers(session, key, wanted):
-                query = query.where(case.id.in_(search_keys.matching_cases(key, wanted)))
-            else:
-                query = query.where(or_(*(case.variables[k].as_string() == v for k, v in wanted.items())))
+        filtered = wanted and all(isinstance(v, str) for v in wanted.values())
+        if filtered and self._search_index_covers(session, key, wanted):
+            matches = search_keys.matching_cases(key, wanted)
+            query = query.select_from(matches).join(case, case.id == matches.c.instance_id)
+        elif filtered:
+            query = query.where(or_(*(case.variables[k].as_string() == v for k, v in wanted.items())))
+        query = query.join(models.DefinitionRow, models.DefinitionRow.id == case.definition_id).where(
+            models.DefinitionRow.key == key, case.started_at >= since, case.id != exclude)
         rows = session.execute(query.order_by(case.started_at))
         restore = self.runtime.serializer.restore_data
         return [{"instance_id": r.id, "business_key": r.business_key, "started_at": r.started_at,

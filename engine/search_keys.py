@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import delete, insert, select, union
 from sqlalchemy.engine import Connection
 
 from .store import CaseKeyRow, DefinitionRow, InstanceRow, SearchIndexRow
@@ -95,7 +95,10 @@ def complete(connection: Connection, definition_key: str, names: Iterable[str]) 
 
 
 def matching_cases(definition_key: str, wanted: Mapping[str, str]):
-    """The ids of the cases of ``definition_key`` with at least one of the ``wanted`` values (a subquery)."""
-    return select(_case_key.c.instance_id).where(
-        _case_key.c.definition_key == definition_key,
-        or_(*(and_(_case_key.c.name == name, _case_key.c.value == value) for name, value in wanted.items())))
+    """The ids (column ``instance_id``) of the cases of ``definition_key`` with at least one of the ``wanted``
+    values: one index lookup per variable, united. Select FROM it and join the cases, so the matches drive
+    the query (with ``id IN (…)`` SQLite walks the time window and probes the list)."""
+    lookups = [select(_case_key.c.instance_id).where(_case_key.c.definition_key == definition_key,
+                                                     _case_key.c.name == name, _case_key.c.value == value)
+               for name, value in wanted.items()]
+    return (lookups[0] if len(lookups) == 1 else union(*lookups)).subquery("matches")

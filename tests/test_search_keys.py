@@ -119,3 +119,31 @@ def test_long_values_are_not_indexed_and_are_looked_up_in_the_variables(engine, 
     with engine.store.read() as session:
         assert not engine._search_index_covers(session, "complaint_handling", {"customerNo": long_number})
     assert lookup(engine, at("2026-12-01T00:00:00"), complaints["A"], customerNo=long_number) == []
+
+
+def test_a_lookup_is_driven_by_the_matches_not_by_the_cases_in_the_window(engine, complaints):
+    """The matches come from ``case_key``'s index and each is read by primary key: no walk over the window
+    (SQLite's plan; PostgreSQL plans tiny tables with sequential scans, so only its answers are checked)."""
+    from sqlalchemy import event
+
+    statements = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    event.listen(engine.store.sql, "before_cursor_execute", capture)
+    try:
+        found = lookup(engine, at("2026-12-01T00:00:00"), complaints["D"], customerNo="3100000001",
+                       contactPhone="13800000001")
+    finally:
+        event.remove(engine.store.sql, "before_cursor_execute", capture)
+    assert found == ["WO-A", "WO-B", "WO-C"]
+    if engine.store.sql.dialect.name != "sqlite":
+        return
+    statement, parameters = next((s, p) for s, p in statements if "case_key" in s and "instance.variables" in s)
+    with engine.store.read() as session:
+        plan = [row[-1] for row in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                                        parameters)]
+    assert sum("ix_case_key_lookup (definition_key=? AND name=? AND value=?)" in step for step in plan) == 2, plan
+    assert any(step.startswith("SEARCH instance USING INDEX sqlite_autoindex_instance_1 (id=?)") for step in plan)
+    assert not any("ix_instance_definition_started" in step for step in plan), plan
