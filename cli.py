@@ -84,6 +84,13 @@ class Settings:
             from engine.api import DEFAULT_URL, Engine
             from engine.clock import FixedClock, SystemClock, parse_instant
 
+            if _OWN_PROCESS:
+                # The modules just imported (SQLAlchemy, the engine) live until the process ends: move their
+                # objects out of the cyclic collector's sight, so neither the command's collections nor the
+                # interpreter's final one at exit walk them again (~50 ms of every command on this VM).
+                # Objects created from here on (the engine, its connections, the rows) are collected as usual.
+                gc.freeze()
+
             clock = SystemClock()
             if self.now:
                 try:
@@ -1286,5 +1293,17 @@ def demo(cases: int, days: int, seed: int, late_share: float, db_path: str, as_j
     out.print(f"database: {db_path}  (inspect with: gridflow --db sqlite:///{db_path} tasks)")
 
 
+#: True when ``gridflow`` runs as a process of its own (the console script, ``python -m cli``), not
+#: called in-process by a host program or a test runner, whose objects must not be frozen (Settings.engine)
+_OWN_PROCESS = False
+
+
+def run() -> None:
+    """The ``gridflow`` console script: :func:`main` in a process of its own."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
+    main(prog_name="gridflow")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(prog_name="gridflow"))
+    run()

@@ -439,3 +439,21 @@ def test_queue_query_reads_only_the_work_item_tables(world):
     assert [t.id for t in world.engine.tasks(for_user="zhang", overdue=False, flow="sla_review")] == [
         world.t1, world.t2]
     assert [r["id"] for r in world.cli.ok("tasks", "--json", user="zhang")] == [world.t1, world.t2]
+
+
+def test_running_in_process_leaves_the_host_garbage_collector_alone(world):
+    """Only the console script (its own process) freezes the imported modules' objects (gc.freeze); a host
+    program or test runner calling ``cli.main`` keeps its collector as it was."""
+    import gc
+
+    frozen = gc.get_freeze_count()
+    world.cli.ok("tasks", "--json", user="zhang")
+    assert gc.get_freeze_count() == frozen
+    script = ("import gc, sys, cli\n"
+              "try:\n    cli.run()\nexcept SystemExit:\n    pass\n"
+              "print('frozen' if gc.get_freeze_count() > 0 else 'not frozen', file=sys.stderr)\n")
+    env = {**os.environ, "GRIDFLOW_DB": world.cli.db, "GRIDFLOW_USER": "zhang", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script, "tasks", "--json"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.strip().endswith("frozen") and "not" not in done.stderr, done.stderr
+    assert len(json.loads(done.stdout)) == 2
