@@ -68,7 +68,7 @@ class FormRegistry:
             if prop.get("readOnly") and variables is not None:
                 data.pop(name, None)
                 if variables.get(name) is not None:
-                    data[name] = _json_value(variables[name])
+                    data[name] = json_value(variables[name])
         validator = _validator(tuple(str(d) for d in self.directories), form_key)
         problems = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         if problems:
@@ -77,7 +77,8 @@ class FormRegistry:
             raise InvalidInput(f"{where} (form {form_key}): {details}{more}")
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A case variable as the form schema sees it (dates as ISO 8601 text, decimals as numbers)."""
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, Decimal):

@@ -31,3 +31,21 @@ def test_demo_simulates_the_service_centre_and_is_reproducible(tmp_path):
     for summary in (first, second):
         summary.pop("database")
     assert first == second  # one seed, one run
+
+
+def test_the_simulated_operator_checks_read_only_fields_with_the_case_values_as_the_engine_does():
+    """分类定级 with a severity other than the suggested one needs 定级理由: the demo's operator must see that
+    rule (an if/then on the read-only suggestedSeverity) before submitting, or the engine refuses the form."""
+    import random
+    from datetime import UTC, datetime
+
+    from engine.forms import FormRegistry
+    from engine.simulation import FormFiller
+
+    forms = FormRegistry()
+    case = {"suggestedSeverity": "GENERAL", "category": "OUTAGE"}
+    filler = FormFiller(random.Random(3), lambda: datetime(2026, 12, 7, 1, tzinfo=UTC))
+    for severity in ("MAJOR", "URGENT"):
+        data = filler.fill(forms.schema("classifyComplaint"), {"severity": severity}, case)
+        assert data.get("gradeReason"), data
+        forms.validate("classifyComplaint", data, "test", variables=case)  # what the engine does: no refusal
