@@ -856,7 +856,7 @@ class Engine:
                 "due_at": t.due_at.isoformat() if t.due_at else None,
                 "late_seconds": round((now - t.due_at).total_seconds(), 3) if t.due_at else None})
             for t in self.runtime.fired_timers(workflow)]
-        outgoing = self.runtime.thrown_messages(workflow)
+        outgoing, signals = self.runtime.thrown_events(workflow)
         for name, payload in outgoing:
             records.append(StepRecord("message_sent", data={"message": name, "data": payload}))
         if instance.status == "completed":
@@ -895,7 +895,9 @@ class Engine:
             raise Conflict(f"instance {instance.id} was changed by another command; try again") from None
         for name, payload in outgoing:
             self._route_thrown_message(session, instance, name, payload)
-        if outgoing:
+        for name in signals:  # BPMN: a signal reaches every instance waiting for it
+            messages.send_signal(self, session, name, {}, None, source=instance)
+        if outgoing or signals:
             return None
         timers = sorted((TimerInfo(task_id, bpmn_id, due.astimezone(UTC))
                          for task_id, (bpmn_id, due) in after.timers.items()), key=lambda t: t.due_at)

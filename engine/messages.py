@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -313,15 +314,40 @@ def signal(engine: Engine, name: str, data: dict[str, Any] | None, user: str | N
         raise InvalidInput(f"signal data must be a JSON object, got {type(data).__name__}")
     if not name or not name.strip():
         raise InvalidInput("a signal needs a name")
-    delivered: list[Instance] = []
     with engine._command() as session:
         engine._acting(session, user, "signal")
-        now = engine.clock.now()
+        return send_signal(engine, session, name, data, user)
+
+
+#: how deep signals thrown by instances may set off further signals within one command
+MAX_SIGNAL_DEPTH = 8
+_signal_depth = threading.local()
+
+
+def send_signal(engine: Engine, session, name: str, data: dict[str, Any], user: str | None,
+                source: InstanceRow | None = None) -> list[Instance]:
+    """Deliver signal ``name`` to every running instance waiting for it, inside the caller's transaction.
+
+    ``source``: the instance whose process threw it (not delivered back to it: it caught what it could
+    itself); the ``signal_sent`` event is then recorded on it, else it is a global event. A chain of
+    signals thrown by the receivers deeper than MAX_SIGNAL_DEPTH is recorded as ``signal_undelivered``.
+    """
+    now = engine.clock.now()
+    depth = getattr(_signal_depth, "value", 0)
+    if depth >= MAX_SIGNAL_DEPTH:
+        session.add(EventRow(instance_id=source.id if source else None, at=now, type="signal_undelivered",
+                             data={"signal": name, "reason": f"more than {MAX_SIGNAL_DEPTH} signals in a chain"}))
+        return []
+    delivered: list[Instance] = []
+    _signal_depth.value = depth + 1
+    try:
         instance_ids = sorted(set(session.scalars(
             select(SignalSubscriptionRow.instance_id)
             .join(InstanceRow, InstanceRow.id == SignalSubscriptionRow.instance_id)
             .where(SignalSubscriptionRow.signal_name == name, InstanceRow.status == "running"))))
         for instance_id in instance_ids:
+            if source is not None and instance_id == source.id:
+                continue
             instance = engine._lock_instance(session, instance_id)
             if instance.status != "running":
                 continue
@@ -332,11 +358,15 @@ def signal(engine: Engine, name: str, data: dict[str, Any] | None, user: str | N
                 continue
             caught = [t.task_spec.bpmn_id for t in waits]
             workflow.catch(BpmnEvent(waits[0].task_spec.event_definition, payload=copy.deepcopy(data)))
-            records = [StepRecord("signal_received", str(waits[0].id), waits[0].task_spec.bpmn_id,
-                                  {"signal": name, "data": data, "caught_by": caught})]
+            received = {"signal": name, "data": data, "caught_by": caught}
+            if source is not None:
+                received["from_instance"] = source.id
+            records = [StepRecord("signal_received", str(waits[0].id), waits[0].task_spec.bpmn_id, received)]
             engine._advance_and_save(session, instance, bundle, workflow, records, user)
             delivered.append(engine._instance_view(session, instance))
-        session.add(EventRow(instance_id=None, at=now, type="signal_sent", actor=user,
-                             data=_json({"signal": name, "instances": [v.id for v in delivered],
-                                         "data": engine.runtime.serializer.convert_data(data)})))
+    finally:
+        _signal_depth.value = depth
+    session.add(EventRow(instance_id=source.id if source else None, at=now, type="signal_sent", actor=user,
+                         data=_json({"signal": name, "instances": [v.id for v in delivered],
+                                     "data": engine.runtime.serializer.convert_data(data)})))
     return delivered

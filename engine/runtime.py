@@ -423,15 +423,19 @@ class Runtime:
         return views
 
     @staticmethod
-    def thrown_messages(workflow: BpmnWorkflow) -> list[tuple[str, Any]]:
-        """Messages thrown by the workflow that it did not catch itself (name, payload); clears the outbox."""
-        messages = []
+    def thrown_events(workflow: BpmnWorkflow) -> tuple[list[tuple[str, Any]], list[str]]:
+        """What the workflow threw and did not catch itself: messages as (name, payload), and signal names;
+        clears SpiffWorkflow's outbox. (SpiffWorkflow gives a thrown signal the thrower's variables as its
+        payload; a signal leaving the instance carries none, so only its name is returned.)"""
+        messages, signals = [], []
         for event in workflow.get_events():
             definition = event.event_definition
             if isinstance(definition, MessageEventDefinition):
                 payload = event.payload.get("payload") if isinstance(event.payload, dict) else event.payload
                 messages.append((definition.name, copy.deepcopy(payload)))
-        return messages
+            elif isinstance(definition, SignalEventDefinition):
+                signals.append(definition.name)
+        return messages, signals
 
     @staticmethod
     def status(workflow: BpmnWorkflow) -> str:

@@ -149,6 +149,30 @@ def test_a_signal_reaches_every_waiting_catch_and_boundary_event(engine):
     assert [sorted(ids) for ids in sent] == [[], sorted([*waiting, visit.id]), []]
 
 
+def test_a_signal_thrown_by_a_process_reaches_the_instances_waiting_for_it_without_its_variables(engine):
+    deploy(engine, "signal_wait.bpmn", "signal_throw.bpmn")
+    waiting = engine.start("outage_wait", {"customerNo": "3100000001"})
+    visit = engine.start("repair_visit")
+    restore = engine.start("restore_area", {"areaCode": "A12", "customerNo": "dispatcher's own"})
+    [confirm] = restore.ready_tasks
+    done = engine.complete(confirm.id, {"restoredAt": "10:20"})
+    assert done.status == "completed"
+
+    woken = engine.instance(waiting.id)
+    assert [t.bpmn_id for t in woken.ready_tasks] == ["callBack"]
+    assert woken.variables["customerNo"] == "3100000001" and "areaCode" not in woken.variables  # no leak
+    [received] = [e for e in engine.history(waiting.id) if e.type == "signal_received"]
+    assert received.data["from_instance"] == restore.id and received.data["caught_by"] == ["waitRestored"]
+    assert engine.instance(visit.id).status == "completed"  # the boundary event cancelled the crew's visit
+    [sent] = [e for e in engine.history(restore.id) if e.type == "signal_sent"]
+    assert sent.data["signal"] == "areaRestored" and sorted(sent.data["instances"]) == sorted([waiting.id, visit.id])
+
+    again = engine.start("restore_area")  # nobody waits any more: recorded, nothing else
+    engine.complete(again.ready_tasks[0].id, {})
+    [sent] = [e for e in engine.history(again.id) if e.type == "signal_sent"]
+    assert sent.data["instances"] == []
+
+
 def test_signal_send_cli(engine, db_url):
     deploy(engine, "signal_wait.bpmn")
     instance = engine.start("outage_wait")
