@@ -109,34 +109,30 @@ def instance_scope(workflow) -> dict[str, Any]:
 LOCAL_SCOPE_KEY = "gridflow_local"
 
 
+def enclosing_tasks(task):
+    """``task``, then the task that owns its sub-process, and so on out to the top workflow.
+
+    Containment, not history: a task's ``parent`` is the task that ran before it, so it is not followed.
+    """
+    current = task
+    while current is not None:
+        yield current
+        workflow = current.workflow
+        if workflow is workflow.top_workflow:
+            return
+        current = workflow.top_workflow.get_task_from_id(workflow.parent_task_id)
+
+
 def multi_instance_body(task):
     """The multi-instance child whose body ``task`` runs in (itself, or the task that owns its
     sub-process), or None outside multi-instance bodies."""
-    current = task
-    while current is not None:
-        if current.parent is not None and isinstance(current.parent.task_spec, MultiInstanceTask):
-            return current
-        workflow = current.workflow
-        if workflow is workflow.top_workflow:
-            return None
-        current = workflow.top_workflow.get_task_from_id(workflow.parent_task_id)
-    return None
+    return next((t for t in enclosing_tasks(task)
+                 if t.parent is not None and isinstance(t.parent.task_spec, MultiInstanceTask)), None)
 
 
 def within_step(task, step: str) -> bool:
     """True when ``task`` is the element ``step`` or runs inside it (a sub-process, at any depth)."""
-    current = task
-    while current is not None:
-        if current.task_spec.bpmn_id == step:
-            return True
-        if current.parent is not None:
-            current = current.parent
-            continue
-        workflow = current.workflow
-        if workflow is workflow.top_workflow:
-            return False
-        current = workflow.top_workflow.get_task_from_id(workflow.parent_task_id)
-    return False
+    return any(t.task_spec.bpmn_id == step for t in enclosing_tasks(task))
 
 
 def share_with_live_tasks(source, changes: dict[str, Any]) -> None:

@@ -339,9 +339,10 @@ def test_a_handler_reassigns_the_open_tasks_of_a_step_or_of_a_sub_process(engine
     assert engine.complete(check.id, {}, user="chenmin").status == "completed"
 
 
-def test_a_reassignment_of_a_step_without_open_tasks_is_recorded_and_moves_nothing(engine):
+@pytest.mark.parametrize("step", ["someOtherStep", "fork"])  # fork: done, on the path before the open task
+def test_a_reassignment_of_a_step_without_open_tasks_is_recorded_and_moves_nothing(engine, step):
     deploy(engine, "reassign_step.bpmn")
-    instance = engine.start("reassign_step", {"step": "someOtherStep", "to": "chenmin"})
+    instance = engine.start("reassign_step", {"step": step, "to": "chenmin"})
     decide = next(t for t in instance.ready_tasks if t.bpmn_id == "decide")
     engine.complete(decide.id, {}, user="banzhang")
     types = [e.type for e in engine.history(instance.id)]
