@@ -63,12 +63,8 @@ class FormRegistry:
         schema = self.schema(form_key)
         if schema is None:
             return
-        data = dict(data)
-        for name, prop in schema.get("properties", {}).items():
-            if prop.get("readOnly") and variables is not None:
-                data.pop(name, None)
-                if variables.get(name) is not None:
-                    data[name] = json_value(variables[name])
+        if variables is not None:
+            data = with_case_values(schema, data, variables)
         validator = _validator(tuple(str(d) for d in self.directories), form_key)
         problems = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         if problems:
@@ -77,7 +73,19 @@ class FormRegistry:
             raise InvalidInput(f"{where} (form {form_key}): {details}{more}")
 
 
-def json_value(value: Any) -> Any:
+def with_case_values(schema: dict[str, Any], data: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``readOnly`` field as the case has it (absent when the case has none):
+    what a form is checked against. Submitted values of read-only fields never count."""
+    data = dict(data)
+    for name, prop in schema.get("properties", {}).items():
+        if prop.get("readOnly"):
+            data.pop(name, None)
+            if variables.get(name) is not None:
+                data[name] = _json_value(variables[name])
+    return data
+
+
+def _json_value(value: Any) -> Any:
     """A case variable as the form schema sees it (dates as ISO 8601 text, decimals as numbers)."""
     if isinstance(value, (datetime, date)):
         return value.isoformat()

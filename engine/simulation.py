@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from .forms import json_value
+from .forms import with_case_values
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超"]
@@ -58,14 +58,12 @@ class FormFiller:
                 if value is not None:
                     data[name] = value
         data.update(overrides or {})
-        # the engine checks read-only fields with the case's values (FormRegistry.validate): so does the
-        # operator, or an if/then on one of them (classifyComplaint: a severity other than the suggested
-        # one needs gradeReason) would pass here and be refused there
-        shown = {name: json_value(case[name]) for name, prop in schema.get("properties", {}).items()
-                 if prop.get("readOnly") and (case or {}).get(name) is not None}
         validator = Draft202012Validator(schema, format_checker=FormatChecker())
         for _ in range(6):  # satisfy if/then requirements and fix values the validator rejects
-            problems = list(validator.iter_errors({**data, **shown}))
+            # checked as the engine checks it: read-only fields with the case's values, or an if/then on one
+            # (classifyComplaint: a severity other than the suggested one needs gradeReason) would pass here
+            # and be refused there
+            problems = list(validator.iter_errors(with_case_values(schema, data, case or {})))
             if not problems:
                 return data
             for problem in problems:
