@@ -187,9 +187,8 @@ class Engine:
     def searchable(self) -> dict[str, tuple[str, ...]]:
         """Process key -> the variables handlers look cases up by (``handlers.searchable``)."""
         if self._searchable is None:
-            from handlers.registry import searchable_variables
+            from handlers.registry import searchable_variables  # loads the handler modules, which declare them
 
-            self.handlers  # noqa: B018  (loads the handler modules, which declare them)
             self._searchable = searchable_variables()
         return self._searchable
 
@@ -872,9 +871,10 @@ class Engine:
                                 .values(business_key=instance.business_key))
         stored_before = instance.variables
         instance.variables = _json_safe(self.runtime.serializer.convert_data(variables))
-        if self.searchable.get(bundle.key):
-            search_keys.write(session.connection(), instance.id, bundle.key, self.searchable[bundle.key],
-                              stored_before, instance.variables)
+        searched = self.searchable.get(bundle.key)
+        if searched:
+            search_keys.write(session.connection(), instance.id, bundle.key, searched, stored_before,
+                              instance.variables)
         session.flush()
         open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {}, records)
         after = waits.of_workflow(self.runtime, workflow, bundle)

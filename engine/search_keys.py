@@ -78,8 +78,8 @@ def build(connection: Connection, declared: Mapping[str, tuple[str, ...]], now: 
                                    .where(DefinitionRow.key == key)
                                    .execution_options(yield_per=BUILD_BATCH))
         for batch in cases.partitions():
-            rows = [{"instance_id": case_id, "name": name, "definition_key": key, "value": variables[name]}
-                    for case_id, variables in batch if indexable((variables or {}).get(name))]
+            rows = [{"instance_id": case_id, "name": name, "definition_key": key, "value": value}
+                    for case_id, variables in batch for value in texts(variables, (name,)).values()]
             if rows:
                 connection.execute(insert(_case_key), rows)
         connection.execute(insert(_search_index), [{"definition_key": key, "name": name, "built_at": now}])

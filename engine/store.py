@@ -289,8 +289,6 @@ class SlaClockRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-
-
 class CaseKeyRow(Base):
     """0007: the text value of one declared searchable variable of one case (see :mod:`engine.search_keys`)."""
 
