@@ -12,7 +12,7 @@ import gc
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
@@ -337,17 +337,15 @@ def tasks(settings: Settings, group: str | None, mine: bool, overdue: bool, flow
     if instance_id:
         instance_id = engine.resolve_instance_id(instance_id)
     queue_of = settings.acting.name if settings.acting is not None else None  # None: setup mode, all tasks
-    shown = limit or (None if as_json else QUEUE_TABLE_ROWS)
+    filters = dict(instance_id=instance_id, group=group, user=settings.user if mine else None, for_user=queue_of,
+                   overdue=overdue, flow=flow)
     with _no_cycle_collection():
-        items = engine.tasks(instance_id=instance_id, group=group, user=settings.user if mine else None,
-                             limit=shown + 1 if shown else None, for_user=queue_of, overdue=overdue, flow=flow)
-        more = bool(shown) and len(items) > shown
-        items = items[:shown] if shown else items
-        now = engine.clock.now()
         if as_json:
-            _emit_queue_json(items, now)
+            _emit_json_batches(engine.queue_rows(limit=limit, batch=JSON_BATCH, **filters))
             return
-    _print_queue(items, now, settings.acting, more)
+        shown = limit or QUEUE_TABLE_ROWS
+        items = engine.tasks(limit=shown + 1, **filters)
+    _print_queue(items[:shown], engine.clock.now(), settings.acting, len(items) > shown)
 
 
 @contextmanager
@@ -366,46 +364,30 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
-def _queue_rows(items, now) -> list[dict[str, Any]]:
-    """Work items as JSON rows, with their age and SLA countdown (the same facts as the table)."""
-    from datetime import UTC
-
-    from engine.worklist import countdown
-
-    now = now.astimezone(UTC)  # the stored instants' zone: subtracting them skips two utcoffset() calls each
-    rows = []
-    for item in items:
-        row = item.__dict__.copy()  # the WorkItem's fields, in order (ten thousand rows: no asdict)
-        clock = countdown(item.created_at, item.due_at, now)  # instants stay datetimes: orjson writes ISO
-        row["age_seconds"], row["due_in_seconds"], row["sla"] = clock.age_seconds, clock.due_in_seconds, clock.state
-        rows.append(row)
-    return rows
-
-
 JSON_BATCH = 500  # rows turned into dicts and text at a time by ``gridflow tasks --json``
 
 
-def _emit_queue_json(items, now) -> None:
-    """The queue's rows (``_queue_rows``) as one JSON array, indented like every ``--json`` output;
+def _emit_json_batches(batches: Iterable[list[dict[str, Any]]]) -> None:
+    """Rows given a batch at a time, written as one JSON array indented like every ``--json`` output;
     datetimes as ISO 8601. The text is exactly that of one ``orjson.dumps`` of all the rows.
 
     Encoded with orjson (the standard library took a quarter of ``gridflow tasks --json`` for the ten
-    thousand rows of a province's queue; orjson writes them in a tenth of that), ``JSON_BATCH`` rows at
-    a time: each batch's elements (its array text without ``[\\n`` and ``\\n]``) are written joined by
+    thousand rows of a province's queue; orjson writes them in a tenth of that), a batch at a time:
+    each batch's elements (its array text without ``[\\n`` and ``\\n]``) are written joined by
     ``,\\n``, so the rows' dicts and the 6 MB of text never all exist at once. Memory a process has
     not touched yet costs a page fault per 4 KiB on first use; the batches save ~14 MB of them.
     """
     import orjson
 
-    if not items:
-        _write_utf8(b"[]\n")
-        return
-    for start in range(0, len(items), JSON_BATCH):
-        text = orjson.dumps(_queue_rows(items[start:start + JSON_BATCH], now), default=str,
-                            option=orjson.OPT_INDENT_2)
-        _write_utf8(b",\n" if start else b"[\n")
+    first = True
+    for rows in batches:
+        if not rows:
+            continue
+        text = orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2)
+        _write_utf8(b"[\n" if first else b",\n")
         _write_utf8(memoryview(text)[2:-2])
-    _write_utf8(b"\n]\n")
+        first = False
+    _write_utf8(b"[]\n" if first else b"\n]\n")
 
 
 def _write_utf8(data: bytes | memoryview) -> None:

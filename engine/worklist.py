@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import json
 import re
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import String, exists, or_, select, type_coerce
 
@@ -31,13 +32,17 @@ AT_RISK_FRACTION = 0.25
 AT_RISK_WITHIN = timedelta(hours=4)
 AMBIGUOUS_SHOWN = 10
 
+#: the fields of ``engine.api.WorkItem``, in order: the columns of a queue row
+WORK_ITEM_FIELDS = ("id", "instance_id", "bpmn_id", "name", "lane", "candidate_groups", "assignee", "form_key",
+                    "due_at", "definition_key", "state", "created_at", "business_key", "completed_by",
+                    "completed_at")
+
 #: the columns of a work-item row, labelled with the field names of ``engine.api.WorkItem``
 WORK_ITEM_COLUMNS = tuple(
     # candidate_groups as stored (JSON text on SQLite): a queue repeats a few group lists ten thousand
     # times, so candidate_groups() decodes each distinct text once instead of once per row
     type_coerce(work_item.c[name], String).label(name) if name == "candidate_groups" else work_item.c[name]
-    for name in ("id", "instance_id", "bpmn_id", "name", "lane", "candidate_groups", "assignee", "form_key",
-                 "due_at", "definition_key", "state", "created_at", "business_key", "completed_by", "completed_at"))
+    for name in WORK_ITEM_FIELDS)
 
 _ID = re.compile(r"^[0-9a-f-]+$")
 
@@ -63,17 +68,48 @@ class Countdown(NamedTuple):
 
 
 def countdown(created_at: datetime, due_at: datetime | None, now: datetime) -> Countdown:
+    age_seconds, due_in_seconds, state = sla_clock(created_at, due_at, now)
+    return Countdown(state, due_in_seconds, age_seconds)
+
+
+def sla_clock(created_at: datetime, due_at: datetime | None, now: datetime) -> tuple[int, int | None, str | None]:
+    """(age_seconds, due_in_seconds, state) of a task at ``now``: the rule of :class:`Countdown`, as a
+    plain tuple for loops over a whole queue. Seconds are truncated toward zero; aware datetimes."""
     age = int((now - created_at).total_seconds())
     if due_at is None:
-        return Countdown(None, None, age)
+        return age, None, None
     left = due_at - now
-    if left.total_seconds() < 0:
+    seconds = left.total_seconds()
+    if seconds < 0:
         state = "overdue"
     elif left < AT_RISK_WITHIN or left < (due_at - created_at) * AT_RISK_FRACTION:
         state = "at_risk"
     else:
         state = "ok"
-    return Countdown(state, int(left.total_seconds()), age)
+    return age, int(seconds), state
+
+
+def json_rows(rows: Iterable[Sequence], now: datetime) -> list[dict[str, Any]]:
+    """Queue rows (the values of ``WORK_ITEM_COLUMNS``, in order) as JSON-ready dicts: the WorkItem's
+    fields, then ``age_seconds``, ``due_in_seconds`` and ``sla`` at ``now`` (see :func:`sla_clock`).
+
+    Instants stay aware datetimes; the candidate groups of rows with the same stored groups are one
+    shared tuple (a JSON array). Written for ten thousand rows: no WorkItem, no per-row helper objects.
+    """
+    now = now.astimezone(UTC)  # the stored instants' zone: subtracting them skips two utcoffset() calls each
+    out = []
+    append = out.append
+    for (task_id, instance_id, bpmn_id, name, lane, groups, assignee, form_key, due_at, definition_key, state,
+         created_at, business_key, completed_by, completed_at) in rows:  # WORK_ITEM_FIELDS
+        if type(groups) is str:  # SQLite: the stored JSON text
+            groups = _decoded_groups(groups)
+        age_seconds, due_in_seconds, sla = sla_clock(created_at, due_at, now)
+        append({"id": task_id, "instance_id": instance_id, "bpmn_id": bpmn_id, "name": name, "lane": lane,
+                "candidate_groups": groups or (), "assignee": assignee, "form_key": form_key, "due_at": due_at,
+                "definition_key": definition_key, "state": state, "created_at": created_at,
+                "business_key": business_key, "completed_by": completed_by, "completed_at": completed_at,
+                "age_seconds": age_seconds, "due_in_seconds": due_in_seconds, "sla": sla})
+    return out
 
 
 def queue_query(*, instance_id: str | None = None, group: str | None = None, assignee: str | None = None,

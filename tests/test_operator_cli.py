@@ -233,21 +233,46 @@ def test_json_rows_reach_stdout_as_the_text_layer_would_write_them(monkeypatch, 
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 3, 5])
-def test_the_json_queue_written_a_batch_at_a_time_is_one_json_document(monkeypatch, capsysbinary, count):
+def test_the_json_queue_written_a_batch_at_a_time_is_one_json_document(capsysbinary, count):
     """``tasks --json`` encodes and writes its rows a batch at a time: the text is exactly that of one
     ``orjson.dumps`` of all the rows (the output before batches), for any count around the batch size."""
     import orjson
 
-    from engine.api import WorkItem
+    from engine.worklist import json_rows
 
-    monkeypatch.setattr(cli, "JSON_BATCH", 2)
-    items = [WorkItem(f"t{n}", "i1", "review", "审核", None, ["agent"], None, "review",
-                      T0 + timedelta(hours=n) if n % 2 else None, "sla_review", "open", T0, f"WO-{n}")
-             for n in range(count)]
-    cli._emit_queue_json(items, T0 + timedelta(minutes=30))
-    whole = orjson.dumps(cli._queue_rows(items, T0 + timedelta(minutes=30)),
-                         option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    rows = [(f"t{n}", "i1", "review", "审核", None, '["agent"]', None, "review",
+             T0 + timedelta(hours=n) if n % 2 else None, "sla_review", "open", T0, f"WO-{n}", None, None)
+            for n in range(count)]
+    now = T0 + timedelta(minutes=30)
+    cli._emit_json_batches(json_rows(rows[start:start + 2], now) for start in range(0, count, 2))
+    whole = orjson.dumps(json_rows(rows, now), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     assert capsysbinary.readouterr().out == whole
+    assert orjson.loads(whole) == [
+        {"id": f"t{n}", "instance_id": "i1", "bpmn_id": "review", "name": "审核", "lane": None,
+         "candidate_groups": ["agent"], "assignee": None, "form_key": "review",
+         "due_at": (T0 + timedelta(hours=n)).isoformat() if n % 2 else None, "definition_key": "sla_review",
+         "state": "open", "created_at": T0.isoformat(), "business_key": f"WO-{n}", "completed_by": None,
+         "completed_at": None, "age_seconds": 1800, "due_in_seconds": 3600 * n - 1800 if n % 2 else None,
+         "sla": {1: "at_risk", 3: "at_risk", 5: "ok"}.get(n)} for n in range(count)]  # 4 h or less: at risk
+
+
+def test_queue_rows_are_the_work_items_with_their_countdown(world, clock):
+    """``Engine.queue_rows`` (behind ``tasks --json``) and ``Engine.tasks`` (behind the table) give the
+    same tasks in the same order, on either store; the JSON rows add the countdown of each."""
+    from dataclasses import asdict
+
+    engine = world.engine
+    clock.set(T0 + timedelta(days=1, hours=13))
+    items = engine.tasks(for_user="zhang")
+    batches = list(engine.queue_rows(for_user="zhang", batch=1))
+    assert [len(batch) for batch in batches] == [1] * len(items) and len(items) == 2
+    now = engine.clock.now()
+    for item, [row] in zip(items, batches, strict=True):
+        clock = countdown(item.created_at, item.due_at, now)
+        assert {**row, "candidate_groups": list(row["candidate_groups"])} == {
+            **asdict(item), "age_seconds": clock.age_seconds, "due_in_seconds": clock.due_in_seconds,
+            "sla": clock.state}
+    assert list(engine.queue_rows(for_user="zhang", limit=1)) == [batches[0]]
 
 
 # -- claim, unclaim, reassign ----------------------------------------------------------------------
