@@ -36,6 +36,7 @@ from SpiffWorkflow.bpmn.specs.defaults import (
     ReceiveTask,
     StartEvent,
 )
+from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     CycleTimerEventDefinition,
     DurationTimerEventDefinition,
@@ -326,6 +327,28 @@ class GridflowMessageEventDefinition(MessageEventDefinition):
             super().update_task_data(my_task)
 
 
+#: attribute of a top-level workflow object: the names of the signals it threw in this step (not stored)
+THROWN_SIGNALS = "_gridflow_thrown_signals"
+
+
+class GridflowSignalEventDefinition(SignalEventDefinition):
+    """A signal whose every throw is also noted for the other instances.
+
+    BPMN broadcasts a signal to every catch, in every instance. SpiffWorkflow hands the engine only the
+    throws the instance did not catch itself; each throw is therefore noted on the top workflow (read
+    and cleared by ``Runtime.thrown_events``) before SpiffWorkflow delivers it inside the instance.
+    """
+
+    def throw(self, my_task) -> None:
+        signals_thrown(my_task.workflow.top_workflow).append(self.name)
+        super().throw(my_task)
+
+
+def signals_thrown(workflow) -> list[str]:
+    """The signal names ``workflow`` (a top-level workflow) threw since they were last taken."""
+    return workflow.__dict__.setdefault(THROWN_SIGNALS, [])
+
+
 _TIMER_CLASSES = {
     TimeDateEventDefinition: ClockedTimeDate,
     DurationTimerEventDefinition: ClockedDuration,
@@ -334,12 +357,16 @@ _TIMER_CLASSES = {
 
 
 class _GridflowEvents:
-    """Parser mixin: clocked timers and one message-event class everywhere."""
+    """Parser mixin: clocked timers, one message-event class everywhere, signals noted when thrown."""
 
     def parse_timer_event(self, event):
         definition = super().parse_timer_event(event)
         cls = _TIMER_CLASSES[type(definition)]
         return cls(definition.name, timer_expression(definition.expression), description=definition.description)
+
+    def parse_signal_event(self, signal_event):
+        definition = super().parse_signal_event(signal_event)
+        return GridflowSignalEventDefinition(definition.name, description=definition.description)
 
     def parse_message_event(self, message_event):
         definition = CamundaEventDefinitionParser.parse_message_event(self, message_event)

@@ -30,6 +30,7 @@ from .bpmn import (
     SafeScriptEngine,
     instance_scope,
     share_with_live_tasks,
+    signals_thrown,
     sync_live_tasks,
     tasks_in_state,
 )
@@ -424,18 +425,19 @@ class Runtime:
 
     @staticmethod
     def thrown_events(workflow: BpmnWorkflow) -> tuple[list[tuple[str, Any]], list[str]]:
-        """What the workflow threw and did not catch itself: messages as (name, payload), and signal names;
-        clears SpiffWorkflow's outbox. (SpiffWorkflow gives a thrown signal the thrower's variables as its
-        payload; a signal leaving the instance carries none, so only its name is returned.)"""
-        messages, signals = [], []
-        for event in workflow.get_events():
+        """What the workflow threw for other instances, and clears it: the messages it did not catch itself,
+        as (name, payload), and the names of every signal it threw (BPMN broadcasts a signal, so one the
+        instance caught itself goes to the others too). (SpiffWorkflow gives a thrown signal the thrower's
+        variables as its payload; a signal leaving the instance carries none, so only its name is returned.)"""
+        messages = []
+        for event in workflow.get_events():  # SpiffWorkflow's outbox; its signals are in signals_thrown too
             definition = event.event_definition
             if isinstance(definition, MessageEventDefinition):
                 payload = event.payload.get("payload") if isinstance(event.payload, dict) else event.payload
                 messages.append((definition.name, copy.deepcopy(payload)))
-            elif isinstance(definition, SignalEventDefinition):
-                signals.append(definition.name)
-        return messages, signals
+        signals = signals_thrown(workflow)
+        taken, signals[:] = list(signals), []
+        return messages, taken
 
     @staticmethod
     def status(workflow: BpmnWorkflow) -> str:

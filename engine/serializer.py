@@ -16,10 +16,11 @@ from uuid import UUID
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, WorkflowConverter
+from SpiffWorkflow.bpmn.serializer.helpers.spec import EventDefinitionConverter
 from SpiffWorkflow.camunda.serializer.config import CAMUNDA_CONFIG
 from SpiffWorkflow.camunda.serializer.event_definition import MessageEventDefinitionConverter
 
-from .bpmn import GridflowMessageEventDefinition, SafeScriptEngine
+from .bpmn import GridflowMessageEventDefinition, GridflowSignalEventDefinition, SafeScriptEngine
 
 
 class StateOnlyWorkflowConverter(BpmnWorkflowConverter):
@@ -45,6 +46,7 @@ def _build_registry():
     config = dict(CAMUNDA_CONFIG)
     config[BpmnWorkflow] = StateOnlyWorkflowConverter
     config[GridflowMessageEventDefinition] = MessageEventDefinitionConverter
+    config[GridflowSignalEventDefinition] = EventDefinitionConverter
     registry = BpmnWorkflowSerializer.configure(config)
     registry.register(Decimal, lambda v: {"value": str(v)}, lambda v: Decimal(v["value"]))
     registry.register(date, lambda v: {"value": v.isoformat()}, lambda v: date.fromisoformat(v["value"]))

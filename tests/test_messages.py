@@ -173,6 +173,24 @@ def test_a_signal_thrown_by_a_process_reaches_the_instances_waiting_for_it_witho
     assert sent.data["instances"] == []
 
 
+def test_a_signal_the_thrower_catches_itself_still_reaches_the_other_instances(engine):
+    """BPMN broadcasts a signal: the throwing case's own catch does not keep it from the others."""
+    deploy(engine, "signal_wait.bpmn", "signal_throw_and_catch.bpmn")
+    waiting = engine.start("outage_wait", {"customerNo": "3100000001"})
+    restore = engine.start("restore_and_notify", {"areaCode": "A12"})
+    [confirm] = restore.ready_tasks
+    done = engine.complete(confirm.id, {"restoredAt": "10:20"})
+    assert [t.bpmn_id for t in done.ready_tasks] == ["reportRN"]  # its own catch fired
+
+    woken = engine.instance(waiting.id)
+    assert [t.bpmn_id for t in woken.ready_tasks] == ["callBack"] and "areaCode" not in woken.variables
+    [received] = [e for e in engine.history(waiting.id) if e.type == "signal_received"]
+    assert received.data["from_instance"] == restore.id
+    [sent] = [e for e in engine.history(restore.id) if e.type == "signal_sent"]
+    assert sent.data["signal"] == "areaRestored" and sent.data["instances"] == [waiting.id]
+    assert not [e for e in engine.history(restore.id) if e.type == "signal_received"]  # not sent back to itself
+
+
 def test_signal_send_cli(engine, db_url):
     deploy(engine, "signal_wait.bpmn")
     instance = engine.start("outage_wait")
