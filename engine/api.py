@@ -692,7 +692,9 @@ class Engine:
         return messages.correlate(self, message_name, correlation, data, user, ttl, broadcast)
 
     def signal(self, name: str, data: dict[str, Any] | None = None, user: str | None = None) -> list[Instance]:
-        """Broadcast a signal to every running instance with a waiting signal catch of that name."""
+        """Broadcast a signal to every running instance with a waiting signal catch of that name, and start
+        one instance of each latest process with a signal start event for it (``data``: its variables).
+        Returns the instances reached, the started ones last."""
         from . import messages
 
         return messages.signal(self, name, data, user)
@@ -770,15 +772,18 @@ class Engine:
         return schedules.list_schedules(self)
 
     def _message_start_definition(self, session: Session, message_name: str) -> DefinitionRow | None:
+        """The latest definition whose process starts with message ``message_name`` (the first found)."""
+        return next(iter(self._start_definitions(session, "message", message_name)), None)
+
+    def _start_definitions(self, session: Session, kind: str, name: str) -> list[DefinitionRow]:
+        """The latest version of each process that a start event of ``kind`` (message, signal) ``name`` starts."""
         latest = (select(models.DefinitionRow.key, func.max(models.DefinitionRow.version).label("version"))
                   .group_by(models.DefinitionRow.key).subquery())
         rows = session.scalars(select(models.DefinitionRow).join(
-            latest, (models.DefinitionRow.key == latest.c.key) & (models.DefinitionRow.version == latest.c.version)))
-        for row in rows:
-            for info in row.meta.values():
-                if info.get("process_start") and info.get("message") == message_name:
-                    return row
-        return None
+            latest, (models.DefinitionRow.key == latest.c.key) & (models.DefinitionRow.version == latest.c.version))
+            .order_by(models.DefinitionRow.key))
+        return [row for row in rows
+                if any(info.get("process_start") and info.get(kind) == name for info in row.meta.values())]
 
     def run_due(self, now: datetime | None = None, limit: int = 1000, report=None, should_stop=None) -> int:
         """Fire every timer due at ``now`` (default: the clock), one transaction per instance, earliest

@@ -427,6 +427,11 @@ def extract_meta(process) -> dict[str, dict[str, Any]]:
         if message_ref:
             message = process.getroottree().getroot().find(f"{{{BPMN_NS}}}message[@id='{message_ref}']")
             info["message"] = message.get("name") if message is not None else message_ref
+        signal_definition = element.find(f"{{{BPMN_NS}}}signalEventDefinition")
+        if signal_definition is not None and info.get("process_start"):  # a signal start event
+            signal_ref = signal_definition.get("signalRef")
+            signal = process.getroottree().getroot().find(f"{{{BPMN_NS}}}signal[@id='{signal_ref}']")
+            info["signal"] = (signal.get("name") if signal is not None else None) or signal_ref or info["name"]
         if properties.get("correlationKeys"):
             info["correlation_keys"] = [k.strip() for k in properties["correlationKeys"].split(",") if k.strip()]
         if properties:

@@ -11,7 +11,8 @@ several instances is refused unless it is sent as a broadcast.
 
 Signals (:func:`signal`) go to every running instance with a waiting signal catch (intermediate
 or boundary event) of that name, in one transaction; ``signal_subscription`` is the projection
-that finds them without loading instances.
+that finds them without loading instances. A signal also starts one instance of each latest process
+with a signal start event of that name.
 
 Atomicity: each public function is one transaction, except :func:`deliver_pending`, which
 delivers each buffered message in its own transaction.
@@ -307,7 +308,8 @@ def list_messages(engine: Engine, state: str | None = None, name: str | None = N
 
 # -- signals -------------------------------------------------------------------------------------
 def signal(engine: Engine, name: str, data: dict[str, Any] | None, user: str | None) -> list[Instance]:
-    """Broadcast signal ``name`` to every running instance waiting for it (one transaction)."""
+    """Broadcast signal ``name`` to every running instance waiting for it and start the processes a signal
+    start event of that name starts (one transaction)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -326,7 +328,9 @@ _signal_depth = threading.local()
 
 def send_signal(engine: Engine, session, name: str, data: dict[str, Any], user: str | None,
                 source: InstanceRow | None = None) -> list[Instance]:
-    """Deliver signal ``name`` to every running instance waiting for it, inside the caller's transaction.
+    """Deliver signal ``name`` to every running instance waiting for it and start one instance of each
+    latest process with a signal start event for it, inside the caller's transaction; returns those
+    instances, the started ones last.
 
     ``source``: the instance whose process threw it (not delivered back to it: it caught what it could
     itself); the ``signal_sent`` event is then recorded on it, else it is a global event. A chain of
@@ -364,9 +368,26 @@ def send_signal(engine: Engine, session, name: str, data: dict[str, Any], user: 
             records = [StepRecord("signal_received", str(waits[0].id), waits[0].task_spec.bpmn_id, received)]
             engine._advance_and_save(session, instance, bundle, workflow, records, user)
             delivered.append(engine._instance_view(session, instance))
+        started = _start_by_signal(engine, session, name, data, user, source)
     finally:
         _signal_depth.value = depth
     session.add(EventRow(instance_id=source.id if source else None, at=now, type="signal_sent", actor=user,
                          data=_json({"signal": name, "instances": [v.id for v in delivered],
+                                     "started": [v.id for v in started],
                                      "data": engine.runtime.serializer.convert_data(data)})))
-    return delivered
+    return delivered + started
+
+
+def _start_by_signal(engine: Engine, session, name: str, data: dict[str, Any], user: str | None,
+                     source: InstanceRow | None) -> list[Instance]:
+    """Start one instance of each latest process with a signal start event for ``name``; the signal's data
+    are its start variables (none for a signal a process threw)."""
+    started = []
+    for definition in engine._start_definitions(session, "signal", name):
+        received = {"signal": name, "data": data}
+        if source is not None:
+            received["from_instance"] = source.id
+        started.append(engine._start(
+            session, definition, data, None, user, [StepRecord("signal_received", data=received)],
+            prepare=lambda workflow: engine.runtime.start_by_signal(workflow, name, data)))
+    return started

@@ -316,6 +316,16 @@ class Runtime:
         raise ValueError(f"process {workflow.spec.name} has no start event for message '{message_name}'")
 
     @staticmethod
+    def start_by_signal(workflow: BpmnWorkflow, signal_name: str, data: dict[str, Any]) -> None:
+        """Trigger the signal start event of a freshly created workflow; ``data`` becomes the start's data."""
+        workflow.do_engine_steps()
+        for task in Runtime.waiting_signals(workflow, signal_name):
+            if task.parent is not None and task.parent.task_spec is workflow.spec.start:  # a process start
+                workflow.catch(BpmnEvent(task.task_spec.event_definition, payload=copy.deepcopy(data)))
+                return
+        raise ValueError(f"process {workflow.spec.name} has no start event for signal '{signal_name}'")
+
+    @staticmethod
     def find_task(workflow: BpmnWorkflow, task_id: str):
         try:
             return workflow.get_task_from_id(UUID(task_id))

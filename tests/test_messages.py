@@ -191,6 +191,30 @@ def test_a_signal_the_thrower_catches_itself_still_reaches_the_other_instances(e
     assert not [e for e in engine.history(restore.id) if e.type == "signal_received"]  # not sent back to itself
 
 
+def test_a_signal_starts_the_processes_with_a_signal_start_event(engine):
+    """A sent signal starts one case of each process whose start event catches it (with the signal's data);
+    one thrown by a process starts them too, without the thrower's variables."""
+    deploy(engine, "signal_wait.bpmn", "signal_start.bpmn")
+    waiting = engine.start("outage_wait")
+    reached = engine.signal("areaRestored", {"areaCode": "A12"}, user="dispatcher")
+    assert [i.id for i in reached][0] == waiting.id and len(reached) == 2  # the started case comes last
+    notice = reached[1]
+    assert [t.bpmn_id for t in notice.ready_tasks] == ["notifyCustomers"] and notice.variables["areaCode"] == "A12"
+    [started, received] = [(e.type, e.data) for e in engine.history(notice.id)][:2]
+    assert started[0] == "instance_started" and started[1]["key"] == "restore_notice"
+    assert received == ("signal_received", {"signal": "areaRestored", "data": {"areaCode": "A12"}})
+    [sent] = events(engine, "signal_sent")
+    assert sent.data["instances"] == [waiting.id] and sent.data["started"] == [notice.id]
+
+    deploy(engine, "signal_throw.bpmn")
+    restore = engine.start("restore_area", {"customerNo": "dispatcher's own"})
+    engine.complete(restore.ready_tasks[0].id, {"restoredAt": "10:20"})
+    [thrown] = [e for e in engine.history(restore.id) if e.type == "signal_sent"]
+    [second] = thrown.data["started"]
+    assert second != notice.id and "customerNo" not in engine.instance(second).variables  # no leak
+    assert engine.history(second)[1].data["from_instance"] == restore.id
+
+
 def test_signal_send_cli(engine, db_url):
     deploy(engine, "signal_wait.bpmn")
     instance = engine.start("outage_wait")
