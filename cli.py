@@ -1004,12 +1004,14 @@ def signal() -> None:
 
 @signal.command("send")
 @click.argument("name")
-@click.option("--data", help="Signal payload: JSON or @file.json (merged into each catching case).")
+@click.option("--data", help="Signal payload: JSON or @file.json (merged into each catching case; a started "
+                                   "case's variables).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 @engine_command
 def signal_send(settings: Settings, name: str, data: str | None, as_json: bool) -> None:
-    """Send signal NAME to every case waiting for it (catch or boundary events).
+    """Send signal NAME to every case waiting for it (catch or boundary events); processes whose start
+    event catches it (signal start events) each get a new case, listed last.
 
     \b
     Example:  gridflow signal send areaOutage --data '{"areaCode": "A12"}'
