@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from . import identity, worklist
 from .clock import Clock, SystemClock, require_aware
-from .db import Store
+from .db import EditableRows, Store, new_row
 from .errors import Conflict, DefinitionError, ExpressionError, GridflowError, InvalidInput, NotAllowed, NotFound
 from .forms import FormRegistry
 from .identity import Refused, User
@@ -1022,17 +1022,24 @@ class Engine:
                     message=name)
 
     def _project_work_items(self, session, instance, bundle, workflow, now, completed,
-                            records: list[StepRecord]) -> list[WorkItemRow]:
+                            records: list[StepRecord]) -> list[SimpleNamespace]:
         """One open ``work_item`` per READY user task; items whose task is gone are completed or cancelled.
 
         The step's ``reassign_requested`` records (handlers' ``ctx.reassign``) are applied last: each open
         item of the step goes to the user, recorded as ``task_reassigned`` (appended to ``records``).
-        Returns the open items after the step, oldest first.
+        Returns the open items after the step (rows as attribute namespaces), oldest first.
+
+        SQLAlchemy Core on the session's connection, in its transaction: the rows are read, compared and
+        written as plain values (the ORM's identity map and unit of work cost more than the statements).
+        Callers flush pending ORM changes to work items first; ORM objects of these rows that a command
+        loaded earlier (the completed item) are not written back by the ORM, which sees them unchanged.
         """
-        open_rows = {row.id: row for row in session.scalars(_statements().open_items, {"instance_id": instance.id})}
-        assigned_before = {task_id: row.assignee for task_id, row in open_rows.items()}
+        connection = session.connection()
+        table = models.WorkItemRow.__table__
+        items = EditableRows(connection, table, _statements().open_item_rows, {"instance_id": instance.id})
+        open_rows = items.rows
         ready = {str(task.id): task for task in self.runtime.ready_user_tasks(workflow)}
-        still_open: list[WorkItemRow] = []
+        still_open: list[SimpleNamespace] = []
         closed: list[str] = []
         for task_id, row in open_rows.items():
             if task_id in ready:
@@ -1050,30 +1057,34 @@ class Engine:
             closed.append(task_id)
         groups_table = models.WorkItemGroupRow.__table__
         if closed:
-            session.connection().execute(delete(groups_table).where(groups_table.c.work_item_id.in_(closed)))
+            connection.execute(delete(groups_table).where(groups_table.c.work_item_id.in_(closed)))
+        created: list[SimpleNamespace] = []
         groups: list[dict[str, str]] = []
         for task_id, task in ready.items():
             if task_id in open_rows:
                 continue
             info = bundle.info(task)
             candidates = list(info.get("candidate_groups") or [])
-            row = models.WorkItemRow(id=task_id, instance_id=instance.id, definition_key=bundle.key,
-                                     bpmn_id=task.task_spec.bpmn_id, name=info.get("name") or task.task_spec.bpmn_id,
-                                     lane=info.get("lane"), candidate_groups=candidates,
-                                     assignee=self._evaluate_text(info.get("assignee"), task.data, "camunda:assignee"),
-                                     form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
-                                     state="open", created_at=now, business_key=instance.business_key)
-            session.add(row)
-            still_open.append(row)
+            values = new_row(table, id=task_id, instance_id=instance.id, definition_key=bundle.key,
+                             bpmn_id=task.task_spec.bpmn_id, name=info.get("name") or task.task_spec.bpmn_id,
+                             lane=info.get("lane"), candidate_groups=candidates,
+                             assignee=self._evaluate_text(info.get("assignee"), task.data, "camunda:assignee"),
+                             form_key=info.get("form_key"), due_at=self._due(info.get("due_date"), task.data),
+                             state="open", created_at=now, business_key=instance.business_key)
+            created.append(SimpleNamespace(**values))
+            still_open.append(created[-1])
             groups.extend({"work_item_id": task_id, "group_name": group} for group in dict.fromkeys(candidates))
-        self._apply_reassignments(records, still_open, ready, assigned_before)
-        session.flush()
+        self._apply_reassignments(records, still_open, ready,
+                                  {task_id: items.before(task_id, "assignee") for task_id in open_rows})
+        items.write(connection)
+        if created:  # as they are now (a reassignment may have changed one)
+            connection.execute(insert(table), [vars(row) for row in created])
         if groups:
-            session.connection().execute(insert(groups_table), groups)
+            connection.execute(insert(groups_table), groups)
         return still_open
 
     @staticmethod
-    def _apply_reassignments(records: list[StepRecord], items: list[WorkItemRow], ready: dict[str, Any],
+    def _apply_reassignments(records: list[StepRecord], items: list[SimpleNamespace], ready: dict[str, Any],
                              assigned_before: dict[str, str | None]) -> None:
         """Give the open items of each requested step to its user: assigned by the process, not claimed (an
         expression assignee such as ``${handler}`` goes on following its variable)."""
@@ -1089,7 +1100,7 @@ class Engine:
                 records.append(StepRecord("task_reassigned", row.id, row.bpmn_id, {
                     "from": assigned_before.get(row.id), "to": to, "requested_by": request.bpmn_id}))
 
-    def _refresh_due(self, row: WorkItemRow, text: str | None, data: dict[str, Any]) -> None:
+    def _refresh_due(self, row: SimpleNamespace, text: str | None, data: dict[str, Any]) -> None:
         """An open item whose ``camunda:dueDate`` is an expression follows its variable (a supervisor's
         EXTEND, a recomputed SLA); a duration such as ``P2D`` keeps counting from the item's creation."""
         if not text or not text.strip().startswith(("${", "#{")):
@@ -1237,7 +1248,7 @@ class SavedStep:
     """What ``Engine._advance_and_save`` wrote that the returned ``Instance`` shows: open items, timers (UTC),
     and whether the instance can have open incidents at all (else they are not looked up)."""
 
-    open_items: list[WorkItemRow]
+    open_items: list[SimpleNamespace]  # work-item rows (``_work_item`` reads their attributes)
     timers: list[TimerInfo]
     may_have_incidents: bool = True
 
@@ -1251,6 +1262,8 @@ def _statements() -> SimpleNamespace:
         work_item=select(item).where(item.id == bindparam("task_id")),
         open_items=select(item).where(item.instance_id == bindparam("instance_id"), item.state == "open")
         .order_by(item.created_at),
+        open_item_rows=select(*item.__table__.c).where(item.instance_id == bindparam("instance_id"),
+                                                       item.state == "open").order_by(item.created_at),
     )
 
 

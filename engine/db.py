@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, TypeDecorator, create_engine, event, inspect, text
+from sqlalchemy import DateTime, Table, TypeDecorator, create_engine, event, inspect, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SqlEngine
 
@@ -61,6 +62,42 @@ class UtcDateTime(TypeDecorator):
             return None if value is None else parse(value + "+00:00")
 
         return process
+
+
+class EditableRows:
+    """Rows read with SQLAlchemy Core as attribute namespaces, changed in place as ORM objects would be, then
+    written back with :meth:`write`: one UPDATE per changed row, of its changed columns only.
+
+    For the projections a step rewrites (work items, SLA clocks): the ORM's identity map and unit of work
+    cost more than their few statements. Keyed by the table's ``id`` column. A changed value must be
+    assigned (``row.pauses = [...]``), not mutated in place: the comparison is with a shallow copy.
+    """
+
+    def __init__(self, connection: Connection, table: Table, statement, params: dict[str, Any]):
+        self.table = table
+        self.rows = {row.id: SimpleNamespace(**row._mapping) for row in connection.execute(statement, params)}
+        self._before = {row_id: dict(vars(row)) for row_id, row in self.rows.items()}
+
+    def before(self, row_id: str, column: str) -> Any:
+        """A column's value as read."""
+        return self._before[row_id][column]
+
+    def write(self, connection: Connection) -> None:
+        id_column = self.table.c.id
+        for row_id, row in self.rows.items():
+            was = self._before[row_id]
+            changes = {name: value for name, value in vars(row).items() if value != was[name]}
+            if changes:
+                connection.execute(update(self.table).where(id_column == row_id).values(**changes))
+
+
+def new_row(table: Table, **values: Any) -> dict[str, Any]:
+    """Every column of ``table``: ``values``, else None (rows inserted together need the same keys)."""
+    names = [column.key for column in table.c]
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+    return {name: values.get(name) for name in names}
 
 
 _REVISION = re.compile(r"^revision(?:\s*:[^=]+)?\s*=\s*['\"]([^'\"]+)['\"]\s*$", re.MULTILINE)

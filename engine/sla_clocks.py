@@ -37,12 +37,14 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from SpiffWorkflow.util.task import TaskState
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select
 
 from .bpmn import tasks_in_state
+from .db import EditableRows, new_row
 from .errors import InvalidInput
 from .policy import PolicyError, PolicyTable
 from .runtime import StepRecord
@@ -190,7 +192,9 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
             variables: dict[str, Any], records: list[StepRecord]) -> None:
     """Create, update, pause, resume and close the instance's clocks to match the workflow after a step."""
     calendar = _calendar(engine)
-    open_rows = {row.id: row for row in session.scalars(_OPEN_CLOCKS, {"instance_id": instance.id})}
+    connection, table = session.connection(), SlaClockRow.__table__  # Core: see engine.db.EditableRows
+    clocks = EditableRows(connection, table, _OPEN_CLOCKS, {"instance_id": instance.id})
+    open_rows = clocks.rows
     live = [] if instance.status == "completed" else tasks_in_state(workflow, _LIVE)
     customer = [t for t in live if is_customer_time(bundle.info(t))]
     wanted: dict[str, tuple[str, Any, str, dict[str, Any]]] = {}
@@ -208,8 +212,9 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
         if clock_id not in wanted:
             _close(row, now, calendar)
     new_ids = [clock_id for clock_id in wanted if clock_id not in open_rows]
-    known = set(session.scalars(select(SlaClockRow.id).where(SlaClockRow.id.in_(new_ids)))) if new_ids else set()
+    known = set(connection.scalars(select(table.c.id).where(table.c.id.in_(new_ids)))) if new_ids else set()
     rows = [row for clock_id, row in open_rows.items() if clock_id in wanted]
+    created: list[SimpleNamespace] = []
     for clock_id in new_ids:
         if clock_id in known:
             continue  # closed earlier (a case clock is not restarted)
@@ -220,11 +225,12 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
         instants = _instants(engine, info, start, data, task_due)
         if instants is None:
             continue
-        row = SlaClockRow(id=clock_id, instance_id=instance.id, scope=scope, definition_key=bundle.key,
-                          bpmn_id=bpmn_id, name=info.get("name") or bpmn_id, groups=_groups(engine, info, data),
-                          severity=_severity(engine, info, data), started_at=start, paused_seconds=0,
-                          paused_working_days=0, pauses=[], updated_at=now, **instants)
-        session.add(row)
+        row = SimpleNamespace(**new_row(
+            table, id=clock_id, instance_id=instance.id, scope=scope, definition_key=bundle.key, bpmn_id=bpmn_id,
+            name=info.get("name") or bpmn_id, groups=_groups(engine, info, data),
+            severity=_severity(engine, info, data), started_at=start, paused_seconds=0, paused_working_days=0,
+            pauses=[], updated_at=now, **instants))
+        created.append(row)
         rows.append(row)
     for row in rows:
         _, task, _, info = wanted[row.id]
@@ -236,6 +242,9 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
     for row in paused:
         row.paused_at, row.updated_at = now, now
     shifts = [_resume(row, now, calendar) for row in resumed]
+    clocks.write(connection)
+    if created:  # as they are now (severity and pause applied)
+        connection.execute(insert(table), [vars(row) for row in created])
     extra: list[StepRecord] = []
     if paused:
         extra.append(StepRecord("sla_paused", data={
@@ -250,8 +259,8 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
         records[at:at] = extra
 
 
-_OPEN_CLOCKS = select(SlaClockRow).where(SlaClockRow.instance_id == bindparam("instance_id"),
-                                         SlaClockRow.closed_at.is_(None))
+_OPEN_CLOCKS = select(*SlaClockRow.__table__.c).where(SlaClockRow.instance_id == bindparam("instance_id"),
+                                                       SlaClockRow.closed_at.is_(None))
 
 
 def ledger_update(engine: Engine, bundle, task, started: datetime, ended: datetime) -> dict[str, Any]:

@@ -339,6 +339,17 @@ def test_a_handler_reassigns_the_open_tasks_of_a_step_or_of_a_sub_process(engine
     assert engine.complete(check.id, {}, user="chenmin").status == "completed"
 
 
+def test_a_reassignment_reaches_a_task_the_same_step_creates(engine):
+    """The handler runs before the task exists; the step that creates it gives it to the user at once."""
+    deploy(engine, "reassign_before.bpmn")
+    instance = engine.start("reassign_before", {"step": "check", "to": "chenmin"})
+    [check] = instance.ready_tasks
+    assert check.assignee == "chenmin" and engine.task(check.id).assignee == "chenmin"
+    assert [t.id for t in engine.tasks(user="chenmin")] == [check.id]
+    [event] = [e for e in engine.history(instance.id) if e.type == "task_reassigned"]
+    assert (event.task_id, event.data) == (check.id, {"from": None, "to": "chenmin", "requested_by": "move"})
+
+
 @pytest.mark.parametrize("step", ["someOtherStep", "fork"])  # fork: done, on the path before the open task
 def test_a_reassignment_of_a_step_without_open_tasks_is_recorded_and_moves_nothing(engine, step):
     deploy(engine, "reassign_step.bpmn")
