@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, Table, TypeDecorator, create_engine, event, inspect, text, update
+from sqlalchemy import DateTime, Table, TypeDecorator, bindparam, create_engine, event, inspect, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SqlEngine
 
@@ -83,12 +83,18 @@ class EditableRows:
         return self._before[row_id][column]
 
     def write(self, connection: Connection) -> None:
-        id_column = self.table.c.id
+        statement = _update_by_id(self.table)
         for row_id, row in self.rows.items():
             was = self._before[row_id]
             changes = {name: value for name, value in vars(row).items() if value != was[name]}
-            if changes:
-                connection.execute(update(self.table).where(id_column == row_id).values(**changes))
+            if changes:  # SET takes the columns named in the parameters
+                connection.execute(statement, {"row_id": row_id, **changes})
+
+
+@functools.cache
+def _update_by_id(table: Table):
+    """``UPDATE table SET … WHERE id = :row_id``, built once per table (the SET list follows the parameters)."""
+    return update(table).where(table.c.id == bindparam("row_id"))
 
 
 def new_row(table: Table, **values: Any) -> dict[str, Any]:

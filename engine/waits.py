@@ -15,12 +15,14 @@ are the same; a cached object is used only when its state text is exactly the st
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from .store import JobRow, SignalSubscriptionRow, SubscriptionRow, TimerRow
@@ -103,21 +105,30 @@ def write_changes(session: Session, instance_id: str, before: Waits, after: Wait
     _sync(session, SignalSubscriptionRow, instance_id, before.signals, after.signals,
           lambda key, v: {"id": key, "instance_id": instance_id, "bpmn_id": v[0], "signal_name": v[1]})
     gone = [key for key in before.jobs if key not in after.jobs]
-    jobs = JobRow.__table__
     if gone:
-        session.connection().execute(delete(jobs).where(jobs.c.id.in_(gone)))
+        session.connection().execute(_statements(JobRow).delete, {"instance_id": instance_id, "ids": gone})
     added = [key for key in after.jobs if key not in before.jobs]
     if added:
-        session.connection().execute(insert(jobs), new_jobs(added))
+        session.connection().execute(_statements(JobRow).insert, new_jobs(added))
 
 
 def _sync(session: Session, row_class, instance_id: str, before: dict, after: dict, values) -> None:
     """Core statements on the session's connection (the ORM's bulk path costs more than the rows here);
     the instance row is flushed before, so the foreign keys hold."""
-    table = row_class.__table__
+    statements = _statements(row_class)
     gone = [key for key, value in before.items() if after.get(key) != value]
     if gone:
-        session.connection().execute(delete(table).where(table.c.instance_id == instance_id, table.c.id.in_(gone)))
+        session.connection().execute(statements.delete, {"instance_id": instance_id, "ids": gone})
     added = [values(key, value) for key, value in after.items() if before.get(key) != value]
     if added:
-        session.connection().execute(insert(table), added)
+        session.connection().execute(statements.insert, added)
+
+
+@functools.cache
+def _statements(row_class) -> SimpleNamespace:
+    """The DELETE (of an instance's rows by id) and INSERT of one wait table, built once."""
+    table = row_class.__table__
+    return SimpleNamespace(
+        delete=delete(table).where(table.c.instance_id == bindparam("instance_id"),
+                                   table.c.id.in_(bindparam("ids", expanding=True))),
+        insert=insert(table))
