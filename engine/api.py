@@ -777,12 +777,13 @@ class Engine:
 
     def _start_definitions(self, session: Session, kind: str, name: str) -> list[DefinitionRow]:
         """The latest version of each process that a start event of ``kind`` (message, signal) ``name`` starts."""
-        latest = (select(models.DefinitionRow.key, func.max(models.DefinitionRow.version).label("version"))
-                  .group_by(models.DefinitionRow.key).subquery())
-        rows = session.scalars(select(models.DefinitionRow).join(
-            latest, (models.DefinitionRow.key == latest.c.key) & (models.DefinitionRow.version == latest.c.version))
-            .order_by(models.DefinitionRow.key))
-        return [row for row in rows
+        definition = models.DefinitionRow
+        latest = (select(definition.key, func.max(definition.version).label("version"))
+                  .group_by(definition.key).subquery())
+        candidates = session.execute(select(definition.id, definition.meta).join(
+            latest, (definition.key == latest.c.key) & (definition.version == latest.c.version))
+            .order_by(definition.key))  # the element metadata only: the BPMN text is loaded for a match
+        return [session.get(definition, row.id) for row in candidates
                 if any(info.get("process_start") and info.get(kind) == name for info in row.meta.values())]
 
     def run_due(self, now: datetime | None = None, limit: int = 1000, report=None, should_stop=None) -> int:
