@@ -637,10 +637,10 @@ class Engine:
 
         data = _require_object(data, "form data")
         with self._command() as session:
-            item = self._get_work_item(session, task_id)
+            item = self._read_work_item(session, task_id)
             instance = self._lock_instance(session, item.instance_id)
             if not self.store.is_sqlite:  # read again under the instance lock (SQLite's BEGIN IMMEDIATE
-                session.refresh(item)  # already made the first read part of this serialized command)
+                item = self._read_work_item(session, task_id)  # already serialized the first read)
             acting = self._acting(session, user, "complete", item)
             if item.state == "completed":
                 raise Conflict(f"task {task_id} ({item.name}) was already completed by "
@@ -865,12 +865,17 @@ class Engine:
         self.runtime.case_finder = lambda key, since, any_of=None: self._find_cases(session, key, since, instance.id,
                                                                                       any_of)
         self.runtime.history_reader = lambda instance_id: self._history_dicts(session, instance_id)
+        subscriptions = None  # the message catches after the step, when known (computed once)
         try:
             self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
-            while messages.deliver_buffered_in_step(self, session, instance, bundle, workflow, records, now, stored):
+            subscriptions = self.runtime.subscriptions(workflow, bundle)
+            while messages.deliver_buffered_in_step(self, session, instance, workflow, subscriptions, records, now,
+                                                    stored):
                 self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
+                subscriptions = self.runtime.subscriptions(workflow, bundle)
             instance.status, instance.error = self.runtime.status(workflow), None
         except StepFailed as failure:
+            subscriptions = None
             instance.status, instance.error = "error", str(failure)
             session.add(models.IncidentRow(instance_id=instance.id, task_id=failure.task_id, bpmn_id=failure.bpmn_id,
                                            message=str(failure), created_at=now))
@@ -903,7 +908,7 @@ class Engine:
                               instance.variables)
         session.flush()
         open_items = self._project_work_items(session, instance, bundle, workflow, now, completed or {}, records)
-        after = waits.of_workflow(self.runtime, workflow, bundle)
+        after = waits.of_workflow(self.runtime, workflow, bundle, subscriptions)
         waits.write_changes(session, instance.id, stored, after,
                             lambda task_ids: jobs.new_job_rows(self, instance, bundle, workflow, task_ids, now))
         waits.remember(workflow, after)
@@ -1032,8 +1037,8 @@ class Engine:
 
         SQLAlchemy Core on the session's connection, in its transaction: the rows are read, compared and
         written as plain values (the ORM's identity map and unit of work cost more than the statements).
-        Callers flush pending ORM changes to work items first; ORM objects of these rows that a command
-        loaded earlier (the completed item) are not written back by the ORM, which sees them unchanged.
+        Callers flush pending ORM changes to work items first; an ORM object of one of these rows that a
+        command loaded earlier is not written back by the ORM, which sees it unchanged.
         """
         connection = session.connection()
         table = models.WorkItemRow.__table__
@@ -1216,6 +1221,14 @@ class Engine:
             raise NotFound(f"no task '{task_id}'")
         return row
 
+    @staticmethod
+    def _read_work_item(session: Session, task_id: str) -> SimpleNamespace:
+        """A work-item row as plain values, for a command that only reads it (Core: no ORM object)."""
+        row = session.connection().execute(_statements().work_item_row, {"task_id": task_id}).first()
+        if row is None:
+            raise NotFound(f"no task '{task_id}'")
+        return SimpleNamespace(**row._mapping)
+
     def _instance_view(self, session: Session, row: InstanceRow, saved: SavedStep | None = None) -> Instance:
         """The ``Instance`` of a row; with ``saved`` (what a step just wrote) its work items and timers are not
         read back from the database."""
@@ -1263,6 +1276,7 @@ def _statements() -> SimpleNamespace:
         work_item=select(item).where(item.id == bindparam("task_id")),
         open_items=select(item).where(item.instance_id == bindparam("instance_id"), item.state == "open")
         .order_by(item.created_at),
+        work_item_row=select(*item.__table__.c).where(item.id == bindparam("task_id")),
         open_item_rows=select(*item.__table__.c).where(item.instance_id == bindparam("instance_id"),
                                                        item.state == "open").order_by(item.created_at),
     )

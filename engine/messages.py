@@ -178,15 +178,15 @@ def _deliver(engine: Engine, session, instance_id: str, task_id: str, message_na
 
 
 # -- the buffer ----------------------------------------------------------------------------------
-def deliver_buffered_in_step(engine: Engine, session, instance: InstanceRow, bundle, workflow,
+def deliver_buffered_in_step(engine: Engine, session, instance: InstanceRow, workflow, subscriptions: list,
                              records: list[StepRecord], now: datetime, stored: Waits) -> bool:
     """Inside a step: give one buffered message to a catch that now waits for it. True if one was given.
 
-    Only a catch that is not among the ``stored`` waits (new, or with new correlation values) is looked
-    up: a catch already stored when a message arrived took it then. The worker's sweep
-    (:func:`deliver_pending`) covers the rest, e.g. a business key assigned after the message came.
+    ``subscriptions``: the workflow's message catches now (``Runtime.subscriptions``). Only a catch that
+    is not among the ``stored`` waits (new, or with new correlation values) is looked up: a catch already
+    stored when a message arrived took it then. The worker's sweep (:func:`deliver_pending`) covers the
+    rest, e.g. a business key assigned after the message came.
     """
-    subscriptions = engine.runtime.subscriptions(workflow, bundle)
     if not new_message_waits(stored, subscriptions):
         return False
     names = sorted({s.message_name for s in subscriptions})

@@ -423,9 +423,10 @@ class Runtime:
             values = {key: task.data.get(key) for key in keys}
             views.append(SubscriptionView(str(task.id), task.task_spec.bpmn_id, definition.name,
                                           correlation_string(values)))
-        if not workflow.is_completed():
+        starts = [] if workflow.is_completed() else event_subprocess_message_starts(workflow)
+        if starts:
             variables = self.variables(workflow)
-            for start_event in event_subprocess_message_starts(workflow):
+            for start_event in starts:
                 keys = next((p[start_event.bpmn_id].get("correlation_keys") for p in bundle.meta.values()
                              if start_event.bpmn_id in p), None) or []
                 values = {key: variables.get(key) for key in keys}

@@ -46,12 +46,14 @@ class Waits:
 NOTHING = Waits()
 
 
-def of_workflow(runtime: Runtime, workflow, bundle: SpecBundle) -> Waits:
-    """The waits of a workflow as it is now (no database access)."""
+def of_workflow(runtime: Runtime, workflow, bundle: SpecBundle, subscriptions: list | None = None) -> Waits:
+    """The waits of a workflow as it is now (no database access). ``subscriptions``: its message catches
+    when the caller has them already (``Runtime.subscriptions`` of the workflow as it is now)."""
+    if subscriptions is None:
+        subscriptions = runtime.subscriptions(workflow, bundle)
     return Waits(
         timers={t.task_id: (t.bpmn_id, t.due_at) for t in runtime.waiting_timers(workflow)},
-        messages={s.task_id: (s.bpmn_id, s.message_name, s.correlation)
-                  for s in runtime.subscriptions(workflow, bundle)},
+        messages={s.task_id: (s.bpmn_id, s.message_name, s.correlation) for s in subscriptions},
         signals={str(t.id): (t.task_spec.bpmn_id, t.task_spec.event_definition.name)
                  for t in runtime.waiting_signals(workflow)},
         jobs={str(t.id): t.task_spec.bpmn_id for t in runtime.ready_handler_tasks(workflow)
