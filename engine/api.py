@@ -1061,9 +1061,8 @@ class Engine:
             else:
                 row.state, row.completed_at = "cancelled", now
             closed.append(task_id)
-        groups_table = models.WorkItemGroupRow.__table__
         if closed:
-            connection.execute(delete(groups_table).where(groups_table.c.work_item_id.in_(closed)))
+            connection.execute(_statements().delete_groups, {"ids": closed})
         created: list[SimpleNamespace] = []
         groups: list[dict[str, str]] = []
         for task_id, task in ready.items():
@@ -1086,7 +1085,7 @@ class Engine:
         if created:  # as they are now (a reassignment may have changed one)
             connection.execute(insert(table), [vars(row) for row in created])
         if groups:
-            connection.execute(insert(groups_table), groups)
+            connection.execute(insert(models.WorkItemGroupRow.__table__), groups)
         return still_open
 
     @staticmethod
@@ -1277,6 +1276,8 @@ def _statements() -> SimpleNamespace:
         open_items=select(item).where(item.instance_id == bindparam("instance_id"), item.state == "open")
         .order_by(item.created_at),
         work_item_row=select(*item.__table__.c).where(item.id == bindparam("task_id")),
+        delete_groups=delete(models.WorkItemGroupRow.__table__).where(
+            models.WorkItemGroupRow.work_item_id.in_(bindparam("ids", expanding=True))),
         open_item_rows=select(*item.__table__.c).where(item.instance_id == bindparam("instance_id"),
                                                        item.state == "open").order_by(item.created_at),
     )

@@ -212,7 +212,7 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
         if clock_id not in wanted:
             _close(row, now, calendar)
     new_ids = [clock_id for clock_id in wanted if clock_id not in open_rows]
-    known = set(connection.scalars(select(table.c.id).where(table.c.id.in_(new_ids)))) if new_ids else set()
+    known = set(connection.scalars(_KNOWN_CLOCKS, {"ids": new_ids})) if new_ids else set()
     rows = [row for clock_id, row in open_rows.items() if clock_id in wanted]
     created: list[SimpleNamespace] = []
     for clock_id in new_ids:
@@ -259,6 +259,7 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
         records[at:at] = extra
 
 
+_KNOWN_CLOCKS = select(SlaClockRow.id).where(SlaClockRow.id.in_(bindparam("ids", expanding=True)))
 _OPEN_CLOCKS = select(*SlaClockRow.__table__.c).where(SlaClockRow.instance_id == bindparam("instance_id"),
                                                        SlaClockRow.closed_at.is_(None))
 
