@@ -194,6 +194,25 @@ def test_message_start_event_starts_a_new_instance(engine):
 
 
 # -- data --------------------------------------------------------------------------------------
+def test_stored_typed_values_are_written_as_spiffworkflow_writes_them():
+    """The state's typed values (gridflow's faster datetime converter included) have SpiffWorkflow's own form,
+    so states stay readable by either."""
+    import json
+
+    from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+    from SpiffWorkflow.bpmn.serializer.helpers.encoder import create_encoder
+
+    from engine.serializer import StateSerializer
+
+    value = {"at": datetime(2026, 12, 1, 9, 0, 1, 5, tzinfo=SHANGHAI), "due": [datetime(2026, 12, 2, tzinfo=UTC)],
+             "wait": timedelta(hours=4)}
+    ours, stock = StateSerializer(), BpmnWorkflowSerializer.configure()
+    assert ours.convert_data(value) == stock.convert(value)
+    text = json.dumps(value, cls=create_encoder(stock))
+    assert json.dumps(value, cls=ours._serializer._encoder_cls) == text
+    assert ours.restore_data(json.loads(text)) == value
+
+
 def test_typed_values_survive_persist_and_nested_data_is_not_shared(engine):
     deploy(engine, "handler_chain.bpmn")
     instance = engine.start("handler_chain", {"fail": False})
