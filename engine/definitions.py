@@ -425,19 +425,23 @@ def extract_meta(process) -> dict[str, dict[str, Any]]:
         message_ref = element.get("messageRef") if tag == "receiveTask" else (
             message_definition.get("messageRef") if message_definition is not None else None)
         if message_ref:
-            message = process.getroottree().getroot().find(f"{{{BPMN_NS}}}message[@id='{message_ref}']")
-            info["message"] = message.get("name") if message is not None else message_ref
+            info["message"] = _referenced_name(process, "message", message_ref)
         signal_definition = element.find(f"{{{BPMN_NS}}}signalEventDefinition")
         if signal_definition is not None and info.get("process_start"):  # a signal start event
             signal_ref = signal_definition.get("signalRef")
-            signal = process.getroottree().getroot().find(f"{{{BPMN_NS}}}signal[@id='{signal_ref}']")
-            info["signal"] = (signal.get("name") if signal is not None else None) or signal_ref or info["name"]
+            info["signal"] = _referenced_name(process, "signal", signal_ref) or signal_ref or info["name"]
         if properties.get("correlationKeys"):
             info["correlation_keys"] = [k.strip() for k in properties["correlationKeys"].split(",") if k.strip()]
         if properties:
             info["properties"] = properties
         meta[element_id] = info
     return meta
+
+
+def _referenced_name(process, tag: str, ref: str | None) -> str | None:
+    """The ``name`` of the definitions-level ``<tag id=ref>`` (a message, a signal); ``ref`` when there is none."""
+    found = process.getroottree().getroot().find(f"{{{BPMN_NS}}}{tag}[@id='{ref}']")
+    return found.get("name") if found is not None else ref
 
 
 def _enclosing_lane(element, lanes: dict[str, str]) -> str | None:
