@@ -1243,7 +1243,7 @@ class Engine:
             if not saved.may_have_incidents:
                 incidents = []
         else:
-            open_items = session.scalars(_statements().open_items, {"instance_id": row.id})
+            open_items = session.execute(_statements().open_item_rows, {"instance_id": row.id})
             timers = [TimerInfo(t.id, t.bpmn_id, t.due_at) for t in session.scalars(
                 select(models.TimerRow).where(models.TimerRow.instance_id == row.id).order_by(models.TimerRow.due_at))]
         ready = [_work_item(r) for r in open_items]
@@ -1273,8 +1273,6 @@ def _statements() -> SimpleNamespace:
     item = models.WorkItemRow
     return SimpleNamespace(
         work_item=select(item).where(item.id == bindparam("task_id")),
-        open_items=select(item).where(item.instance_id == bindparam("instance_id"), item.state == "open")
-        .order_by(item.created_at),
         work_item_row=select(*item.__table__.c).where(item.id == bindparam("task_id")),
         delete_groups=delete(models.WorkItemGroupRow.__table__).where(
             models.WorkItemGroupRow.work_item_id.in_(bindparam("ids", expanding=True))),
@@ -1370,8 +1368,9 @@ def _definition(row: DefinitionRow) -> Definition:
     return Definition(row.id, row.key, row.version, row.content_hash, row.name, row.deployed_at, row.deployed_by)
 
 
-def _work_item(row: WorkItemRow) -> WorkItem:
-    """The public view of a work-item row (which carries its case's business key since migration 0004)."""
+def _work_item(row) -> WorkItem:
+    """The public view of a work-item row: an ORM object, a Core row or a namespace with its columns (it carries
+    its case's business key since migration 0004)."""
     return WorkItem(row.id, row.instance_id, row.bpmn_id, row.name, row.lane, list(row.candidate_groups or []),
                     row.assignee, row.form_key, row.due_at, row.definition_key, row.state, row.created_at,
                     row.business_key, row.completed_by, row.completed_at)
