@@ -362,10 +362,8 @@ def send_signal(engine: Engine, session, name: str, data: dict[str, Any], user: 
                 continue
             caught = [t.task_spec.bpmn_id for t in waits]
             workflow.catch(BpmnEvent(waits[0].task_spec.event_definition, payload=copy.deepcopy(data)))
-            received = {"signal": name, "data": data, "caught_by": caught}
-            if source is not None:
-                received["from_instance"] = source.id
-            records = [StepRecord("signal_received", str(waits[0].id), waits[0].task_spec.bpmn_id, received)]
+            records = [StepRecord("signal_received", str(waits[0].id), waits[0].task_spec.bpmn_id,
+                                  _received(name, data, source, caught_by=caught))]
             engine._advance_and_save(session, instance, bundle, workflow, records, user)
             delivered.append(engine._instance_view(session, instance))
         started = _start_by_signal(engine, session, name, data, user, source)
@@ -378,16 +376,21 @@ def send_signal(engine: Engine, session, name: str, data: dict[str, Any], user: 
     return delivered + started
 
 
+def _received(name: str, data: dict[str, Any], source: InstanceRow | None, **more: Any) -> dict[str, Any]:
+    """The ``signal_received`` record of a case: the signal, its data, and the throwing case if one threw it."""
+    received = {"signal": name, "data": data, **more}
+    if source is not None:
+        received["from_instance"] = source.id
+    return received
+
+
 def _start_by_signal(engine: Engine, session, name: str, data: dict[str, Any], user: str | None,
                      source: InstanceRow | None) -> list[Instance]:
     """Start one instance of each latest process with a signal start event for ``name``; the signal's data
     are its start variables (none for a signal a process threw)."""
     started = []
     for definition in engine._start_definitions(session, "signal", name):
-        received = {"signal": name, "data": data}
-        if source is not None:
-            received["from_instance"] = source.id
         started.append(engine._start(
-            session, definition, data, None, user, [StepRecord("signal_received", data=received)],
+            session, definition, data, None, user, [StepRecord("signal_received", data=_received(name, data, source))],
             prepare=lambda workflow: engine.runtime.start_by_signal(workflow, name, data)))
     return started
