@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 BPMN = TESTS / "bpmn"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+# every state dump of every test (subprocesses too) is compared with SpiffWorkflow's own serializer
+os.environ.setdefault("GRIDFLOW_VERIFY_STATE", "1")
 
 sys.path.insert(0, str(TESTS))
 import gridflow_test_handlers  # noqa: E402,F401  (registers the test handlers)

@@ -1,0 +1,93 @@
+"""The state dump reuses the JSON text of finished tasks and still writes exactly SpiffWorkflow's text."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from conftest import BPMN, SHANGHAI
+from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.util.task import TaskState
+
+from engine.bpmn import GridflowParser, SafeScriptEngine
+from engine.clock import FixedClock
+from engine.serializer import VERIFY_ENV, StateSerializer, _build_registry
+
+
+def _inspection_workflow() -> BpmnWorkflow:
+    """Multi-instance sub-processes (one per customer) with user and script tasks."""
+    parser = GridflowParser()
+    parser.add_bpmn_file(str(BPMN / "mi_local.bpmn"))
+    workflow = BpmnWorkflow(parser.get_spec("inspect_each"), parser.get_subprocess_specs("inspect_each"),
+                            script_engine=SafeScriptEngine(FixedClock(datetime(2026, 12, 1, 9, tzinfo=SHANGHAI))))
+    workflow.task_tree.data.update({"customers": ["户A", "户B"], "planNo": "P-12"})
+    workflow.do_engine_steps()
+    return workflow
+
+
+def _complete_first_ready(workflow: BpmnWorkflow, finding: str = "正常") -> bool:
+    ready = workflow.get_tasks(state=TaskState.READY, manual=True)
+    if not ready:
+        return False
+    ready[0].data.update({"finding": finding, "settlement": "已处理", "at": datetime(2026, 12, 1, tzinfo=SHANGHAI)})
+    ready[0].run()
+    workflow.do_engine_steps()
+    return True
+
+
+def _finished_onsite(workflow: BpmnWorkflow):
+    """The first 现场检查 (``onsite``) task that is done, in whichever sub-process it ran."""
+    return next(task for sub in (workflow, *workflow.subprocesses.values()) for task in sub.tasks.values()
+                if task.task_spec.name == "onsite" and task.state == TaskState.COMPLETED)
+
+
+def _reference_text(workflow: BpmnWorkflow) -> str:
+    serializer = BpmnWorkflowSerializer(_build_registry(task_texts=False))
+    return serializer.serialize_json(workflow)
+
+
+def test_every_dump_is_spiffworkflows_text_while_finished_tasks_are_reused(monkeypatch):
+    monkeypatch.delenv(VERIFY_ENV, raising=False)
+    serializer, workflow = StateSerializer(), _inspection_workflow()
+    reused = steps = 0
+    previous: dict = {}
+    while True:
+        text = serializer.dumps(workflow)
+        assert text == _reference_text(workflow)
+        kept = workflow._gridflow_task_texts
+        reused += sum(1 for task_id, (_, task_text) in kept.items()
+                      if task_id in previous and previous[task_id][1] is task_text)
+        previous = dict(kept)
+        steps += 1
+        if not _complete_first_ready(workflow):
+            break
+    assert workflow.is_completed() and steps == 7
+    assert reused > 20  # the finished tasks of earlier steps were not encoded again
+    loaded = serializer.loads(text, workflow.spec, workflow.subprocess_specs, workflow.script_engine)
+    assert serializer.dumps(loaded) == text
+
+
+def test_a_finished_task_that_runs_again_is_written_anew(monkeypatch):
+    monkeypatch.delenv(VERIFY_ENV, raising=False)
+    serializer, workflow = StateSerializer(), _inspection_workflow()
+    _complete_first_ready(workflow)
+    onsite = _finished_onsite(workflow)
+    serializer.dumps(workflow)
+    workflow.reset_from_task_id(onsite.id)  # the operator's step is undone: it is READY again
+    assert serializer.dumps(workflow) == _reference_text(workflow)
+    _complete_first_ready(workflow, finding="窃电")  # done again, with another finding
+    text = serializer.dumps(workflow)
+    assert text == _reference_text(workflow) and "窃电".encode("unicode_escape").decode() in text
+
+
+def test_the_verification_mode_catches_a_finished_task_changed_behind_the_dumps_back(monkeypatch):
+    """The reuse rests on finished tasks' data never changing; GRIDFLOW_VERIFY_STATE=1 checks it."""
+    monkeypatch.setenv(VERIFY_ENV, "1")
+    serializer, workflow = StateSerializer(), _inspection_workflow()
+    _complete_first_ready(workflow)
+    serializer.dumps(workflow)
+    finished = _finished_onsite(workflow)
+    finished.data["finding"] = "窃电"  # breaks the contract: no engine code does this
+    with pytest.raises(AssertionError, match="state dump differs from SpiffWorkflow's serializer"):
+        serializer.dumps(workflow)
