@@ -213,10 +213,13 @@ def main(ctx: click.Context, db: str | None, user: str | None, now: str | None) 
 def lint(settings: Settings, files: tuple[str, ...], as_json: bool) -> None:
     """Check BPMN files as deploy would (XSD, safety, Camunda attributes), without deploying.
 
+    Call activities may name processes deployed in the database (--db); lint writes nothing, does not
+    create a missing database file and works on a database that still needs 'gridflow db upgrade'.
+
     \b
     Example:  gridflow lint processes/complaint_handling.bpmn
     """
-    inspection = settings.engine().lint(files)
+    inspection = settings.engine(migrate=False).lint(files)
     if as_json:
         emit_json({"ok": not inspection.errors, "issues": [
             {"level": i.level, "file": i.file, "line": i.line, "element_id": i.element_id, "message": i.message}

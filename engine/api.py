@@ -225,11 +225,20 @@ class Engine:
 
     # -- definitions -----------------------------------------------------------------------
     def lint(self, paths: Iterable[str | Path]):
-        """Check files as deploy would; returns the Inspection (issues, processes). Writes nothing."""
+        """Check files as deploy would on this database; returns the Inspection (issues, processes).
+
+        Writes nothing and needs no current schema: the deployed process keys (which call activities
+        may name) are read when the database exists; a SQLite file that does not exist is neither
+        created nor required (linted as for a fresh database)."""
         from .definitions import inspect_files
 
-        with self.store.read() as session:
-            deployed = set(session.scalars(select(models.DefinitionRow.key).distinct()))
+        deployed: set[str] = set()
+        try:
+            if not self.store.is_missing() and self.store.has_tables():
+                with self.store.read() as session:
+                    deployed = set(session.scalars(select(models.DefinitionRow.key).distinct()))
+        except OperationalError as exc:
+            raise GridflowError(f"cannot open database {self.store.url}: {_db_message(exc)}") from None
         return inspect_files(list(paths), known_topics=set(self.handlers), external_processes=deployed,
                              form_exists=self.forms.exists)
 

@@ -240,6 +240,13 @@ class Store:
     def has_tables(self) -> bool:
         return inspect(self.sql).has_table("alembic_version")
 
+    def is_missing(self) -> bool:
+        """True for a SQLite file that does not exist yet (opening it would create it)."""
+        if not self.is_sqlite:
+            return False
+        path = self.sql.url.database
+        return bool(path) and path != ":memory:" and not path.startswith("file:") and not Path(path).exists()
+
     def _alembic_config(self):
         from alembic.config import Config
 

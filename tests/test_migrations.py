@@ -249,3 +249,32 @@ def test_the_queue_index_is_the_models_and_sqlite_reads_the_queue_in_its_order(d
                 assert "ix_work_item_queue" in plan[0] and not any("TEMP B-TREE" in step for step in plan), plan
     finally:
         sql.dispose()
+
+
+def test_lint_needs_no_upgrade_and_creates_no_database(tmp_path, clock):
+    """A process owner lints against the deployed processes of an old database, or of none at all."""
+    from conftest import run_cli
+
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    engine = Engine(source, clock=clock)
+    try:
+        engine.deploy([BPMN / "child_revisit.bpmn"])
+    finally:
+        engine.close()
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(old), "0006")
+    copy_rows(source, old)
+    parent = str(BPMN / "parent_calls_child.bpmn")
+
+    linted = run_cli("lint", parent, db=old)
+    assert linted.returncode == 0 and linted.stdout.splitlines()[-1] == "ok: parent_case", linted.stderr
+    assert revision_of(old) == "0006"  # read, not upgraded
+    refused = run_cli("start", "child_revisit", db=old)  # commands that run cases still ask for the upgrade
+    assert refused.returncode == 1 and "run 'gridflow db upgrade'" in refused.stderr
+
+    missing = tmp_path / "nowhere.db"
+    alone = run_cli("lint", parent, db=f"sqlite:///{missing}")  # as deploy to a fresh database would answer
+    assert alone.returncode == 1 and "calls process(es) not deployed and not in this batch" in alone.stderr
+    both = run_cli("lint", parent, str(BPMN / "child_revisit.bpmn"), db=f"sqlite:///{missing}")
+    assert both.returncode == 0 and both.stdout.splitlines()[-1] == "ok: parent_case, child_revisit", both.stderr
+    assert not missing.exists()
