@@ -285,6 +285,10 @@ def definitions(settings: Settings, as_json: bool) -> None:
 def start(settings: Settings, key: str, data: str | None, business_key: str | None, as_json: bool) -> None:
     """Start a case of process KEY (latest deployed version).
 
+    A process whose only start event waits for a message starts through that message, with --data as
+    its data. One started by several messages or signals is refused: send the one you mean with
+    'gridflow message send' or 'gridflow signal send'.
+
     \b
     Example:  gridflow start complaint_handling --business-key WO2026001 --data @case.json
     """

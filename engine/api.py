@@ -339,12 +339,18 @@ class Engine:
     # -- instances -------------------------------------------------------------------------
     def start(self, key: str, data: dict[str, Any] | None = None, business_key: str | None = None,
               user: str | None = None) -> Instance:
-        """Start the latest version of ``key`` and run it to its first waits (one transaction)."""
+        """Start the latest version of ``key`` and run it to its first waits (one transaction).
+
+        A process whose only start event is a message start event starts through it, with ``data`` as
+        the message's data (as ``correlate`` would start it). One that has no plain start event and
+        several message or signal start events is refused (InvalidInput naming them): the caller must
+        say which, with ``correlate`` or ``signal``.
+        """
         data = _require_object(data, "start data")
         with self._command() as session:
             self._acting(session, user, "start")
             row = self._latest(session, key)
-            return self._start(session, row, data, business_key, user, [])
+            return self._start(session, row, data, business_key, user, [], message=_start_message(row))
 
     def _start(self, session, row: DefinitionRow, data, business_key, user, extra: list[StepRecord],
                message: str | None = None, prepare=None) -> Instance:
@@ -1288,6 +1294,24 @@ def _statements() -> SimpleNamespace:
         open_item_rows=select(*item.__table__.c).where(item.instance_id == bindparam("instance_id"),
                                                        item.state == "open").order_by(item.created_at),
     )
+
+
+
+def _start_message(row: DefinitionRow) -> str | None:
+    """The message that ``Engine.start`` starts ``row`` through: None when it has a plain start event.
+
+    Timer start events are not in the definition's meta, so a timer-only process starts plainly (it
+    waits at its timer). Raises InvalidInput when only several message or signal start events exist.
+    """
+    starts = [info for info in (row.meta or {}).values() if info.get("process_start")]
+    if not starts or any(not info.get("message") and not info.get("signal") for info in starts):
+        return None
+    if len(starts) == 1 and starts[0].get("message"):
+        return starts[0]["message"]
+    ways = sorted(f"message '{info['message']}'" if info.get("message") else f"signal '{info['signal']}'"
+                  for info in starts)
+    raise InvalidInput(f"process '{row.key}' has no plain start event; it starts by {' or '.join(ways)}: "
+                       "send one of them instead ('gridflow message send' / 'gridflow signal send')")
 
 
 class _Command:

@@ -223,3 +223,27 @@ def test_signal_send_cli(engine, db_url):
     assert engine.instance(instance.id).variables["areaCode"] == "A12"
     text = ok(cli("signal", "send", "areaRestored", db=db_url))
     assert text.strip() == "signal areaRestored delivered to 0 case(s)"
+
+
+def test_start_of_a_process_only_a_message_starts_goes_through_that_message(engine):
+    """The README's ``gridflow start complaint_handling`` opens a case at 受理登记, as the message would;
+    a process with several message or signal starts is refused, naming them, and nothing is stored."""
+    from conftest import ROOT
+
+    engine.deploy(sorted((ROOT / "processes").glob("*.bpmn")), user="admin")
+    deploy(engine, "signal_start.bpmn")
+    data = {"customerName": "张伟", "customerNo": "3100000001", "contactPhone": "13800000001",
+            "content": "频繁停电", "channel": "95598_PHONE"}
+    started = engine.start("complaint_handling", data, business_key="WO-START-1")
+    assert started.status == "running" and [t.bpmn_id for t in started.ready_tasks] == ["registerComplaint"]
+    assert started.variables["customerName"] == "张伟"
+    by_message = engine.correlate("msgComplaint", {"business_key": "WO-START-2"}, data)
+    assert [t.bpmn_id for t in by_message.ready_tasks] == ["registerComplaint"]
+
+    refusals = {"aftersale_service": "it starts by message 'msgArrearsSettled' or message 'msgServiceRequest'",
+                "restore_notice": "it starts by signal 'areaRestored'"}
+    for key, fragment in refusals.items():
+        with pytest.raises(InvalidInput, match=f"process '{key}' has no plain start event; {fragment}"):
+            engine.start(key, {})
+        assert engine.instances(key=key) == []
+    assert {i.business_key for i in engine.instances()} == {"WO-START-1", "WO-START-2"}
