@@ -259,6 +259,29 @@ def _lint_process(process, add, known_topics, form_exists=None) -> None:
             pass
         elif tag == "callActivity" and not element.get("calledElement"):
             add("error", element, "callActivity needs calledElement (the key of the process it calls)")
+    _lint_signal_loop(process, add)
+
+
+def _signal_name(process, element) -> str | None:
+    """The signal an event element throws or catches (its definitions-level name), or None."""
+    definition = element.find(f"{{{BPMN_NS}}}signalEventDefinition")
+    if definition is None:
+        return None
+    return _referenced_name(process, "signal", definition.get("signalRef")) or element.get("name") or element.get("id")
+
+
+def _lint_signal_loop(process, add) -> None:
+    """Warn when a process throws a signal its own start event catches: every case would start another."""
+    starts = {_signal_name(process, s): s.get("id") for s in process.findall(f"{{{BPMN_NS}}}startEvent")}
+    starts.pop(None, None)
+    if not starts:
+        return
+    for tag in ("intermediateThrowEvent", "endEvent"):
+        for thrower in process.iter(f"{{{BPMN_NS}}}{tag}"):
+            name = _signal_name(process, thrower)
+            if name in starts:
+                add("warning", thrower, f"throws signal '{name}' that starts this process ({starts[name]}): "
+                                        "every case starts another one, a chain the engine stops 8 deep")
 
 
 def _elements_outside_extensions(process):

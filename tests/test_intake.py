@@ -469,3 +469,17 @@ def test_corpus_files_are_untouched(tmp_path):
     for path in CORPUS_FILES[:3]:
         shutil.copy(path, tmp_path)
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+
+
+def test_lint_warns_about_a_process_that_throws_the_signal_that_starts_it(engine, tmp_path):
+    """Every case would start another case of itself; deploy still accepts it (a warning, not an error)."""
+    looped = tmp_path / "restore_loop.bpmn"
+    looped.write_text((BPMN / "signal_start.bpmn").read_text(encoding="utf-8").replace(
+        '<bpmn:endEvent id="endNotice"><bpmn:incoming>n2</bpmn:incoming></bpmn:endEvent>',
+        '<bpmn:endEvent id="endNotice"><bpmn:incoming>n2</bpmn:incoming>'
+        '<bpmn:signalEventDefinition signalRef="sigOutageStart"/></bpmn:endEvent>'), encoding="utf-8")
+    [warning] = [i for i in engine.lint([looped]).issues if "signal" in i.message]
+    assert (warning.level, warning.element_id) == ("warning", "endNotice")
+    assert warning.message.startswith("throws signal 'areaRestored' that starts this process (onRestored)")
+    assert not [i for i in engine.lint([BPMN / "signal_start.bpmn"]).issues if "signal" in i.message]
+    assert [d.key for d in engine.deploy([looped])] == ["restore_notice"]
