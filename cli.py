@@ -21,9 +21,9 @@ from typing import Any
 import click
 
 SECTIONS = {
-    "operators": ["tasks", "claim", "unclaim", "complete", "show", "history", "timeline", "start", "message",
-                  "signal"],
-    "supervisors": ["reassign", "sla", "incidents", "incident"],
+    "operators": ["tasks", "claim", "unclaim", "complete", "show", "cases", "history", "timeline", "start",
+                  "message", "signal"],
+    "supervisors": ["reassign", "sla", "incidents", "incident", "cancel"],
     "process owners": ["lint", "deploy", "definitions", "schedules"],
     "admins": ["db", "user", "worker", "jobs", "run-due", "demo"],
 }
@@ -188,7 +188,8 @@ def main(ctx: click.Context, db: str | None, user: str | None, now: str | None) 
 
     Once 'gridflow db init --admin NAME' has created the first user, every command except lint,
     db init and db upgrade acts as a known user: --user NAME or GRIDFLOW_USER. Ids of tasks and
-    cases may be given by a unique prefix. Shell completion: eval "$(_GRIDFLOW_COMPLETE=bash_source gridflow)".
+    cases may be given by a unique prefix, a case also by its case number (WO2026001).
+    Shell completion: eval "$(_GRIDFLOW_COMPLETE=bash_source gridflow)".
 
     \b
     Example:
@@ -316,7 +317,8 @@ SLA_STYLE = {"ok": "green", "at_risk": "yellow", "overdue": "bold red"}
 @click.option("--mine", is_flag=True, help="Only tasks assigned to you.")
 @click.option("--overdue", is_flag=True, help="Only tasks past their SLA due time.")
 @click.option("--flow", metavar="KEY", help="Only tasks of this process (e.g. complaint_handling).")
-@click.option("--instance", "instance_id", metavar="ID", help="Only this case's tasks (id or unique prefix).")
+@click.option("--instance", "instance_id", metavar="ID",
+              help="Only this case's tasks (id, unique prefix or case number).")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=None,
               help=f"At most this many rows (the table shows {QUEUE_TABLE_ROWS} unless told; --json shows all).")
 @click.option("--json", "as_json", is_flag=True,
@@ -614,8 +616,8 @@ def _fill_form(engine, task_id: str, user: str | None) -> dict[str, Any]:
 def show(settings: Settings, instance_id: str, as_json: bool) -> None:
     """Show a task (form, case data) or a case (tasks, SLA clocks, timeline).
 
-    Ids may be given by a unique prefix. For a task, --json prints the work item with
-    form_schema (the task's JSON Schema) and variables (the case data).
+    Ids may be given by a unique prefix; a case also by its case number (e.g. WO2026001). For a task,
+    --json prints the work item with form_schema (the task's JSON Schema) and variables (the case data).
 
     \b
     Examples:
@@ -660,6 +662,65 @@ def show(settings: Settings, instance_id: str, as_json: bool) -> None:
                   f"  -> gridflow incident retry {incident.id} | resolve {incident.id} --data JSON",
                   markup=True, highlight=False)
     _print_history(history)
+
+
+CASE_STATUSES = ("running", "error", "completed", "cancelled")
+
+
+@main.command()
+@click.option("--flow", metavar="KEY", help="Only cases of this process (e.g. complaint_handling).")
+@click.option("--status", type=click.Choice(CASE_STATUSES), help="Only cases with this status.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="At most this many cases, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+@engine_command
+def cases(settings: Settings, flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List cases, newest first: process, case number, status, open tasks.
+
+    'gridflow show' takes a case's id, a unique prefix of it, or its case number.
+
+    \b
+    Examples:
+      gridflow cases --flow complaint_handling --status running
+      gridflow show WO2026001
+    """
+    rows = settings.engine().instances(key=flow, status=status, limit=limit)
+    if as_json:
+        emit_json([{"instance_id": i.id, "definition_key": i.definition_key, "definition_version":
+                    i.definition_version, "business_key": i.business_key, "status": i.status,
+                    "started_at": i.started_at, "ended_at": i.ended_at, "open_tasks": [t.name for t in i.ready_tasks],
+                    "error": i.error} for i in rows])
+        return
+    from rich.table import Table
+
+    table = Table("case", "flow", "case no.", "status", "started", "ended", "open tasks")
+    for i in rows:
+        table.add_row(i.id[:8], f"{i.definition_key} v{i.definition_version}", i.business_key or "-", i.status,
+                      _local(i.started_at), _local(i.ended_at), ", ".join(t.name for t in i.ready_tasks) or "-")
+    console().print(table)
+    if not rows:
+        click.echo("no cases" + (f" of {flow}" if flow else "") + (f" with status {status}" if status else ""))
+
+
+@main.command()
+@click.argument("instance_id", metavar="CASE")
+@click.option("--reason", required=True, help="Why the case is cancelled (kept in its history).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+@engine_command
+def cancel(settings: Settings, instance_id: str, reason: str, as_json: bool) -> None:
+    """Cancel a running or failed case: its tasks, timers, jobs and waits end with it (supervisors).
+
+    CASE is the case's id, a unique prefix of it, or its case number. The history keeps the reason
+    and who cancelled; SLA clocks close at this instant; open incidents are resolved as cancelled.
+
+    \b
+    Example:  gridflow --user banzhang cancel WO2026001 --reason "重复受理，已并入 WO2026000"
+    """
+    engine = settings.engine()
+    instance = engine.cancel(engine.resolve_instance_id(instance_id), reason, user=settings.user)
+    _print_step(instance, as_json)
 
 
 def _clocks(instance, now) -> list[dict[str, Any]]:
@@ -742,7 +803,7 @@ def history(settings: Settings, instance_id: str | None, event_type: str | None,
 
     Also available as 'gridflow timeline'.
 
-    INSTANCE_ID may be a unique prefix. Without it, events across all cases and the system
+    INSTANCE_ID may be a unique prefix or the case number. Without it, events across all cases and the system
     (deploys, user changes, refused attempts) are listed, for admins and supervisors.
 
     \b

@@ -60,7 +60,7 @@ DEFAULT_URL = "sqlite:///gridflow.db"
 SPEC_CACHE_SIZE = 64
 # history events whose actor is the user of the command that caused them
 _ACTOR_EVENTS = frozenset({"instance_started", "task_completed", "message_received", "signal_received",
-                           "incident_retried", "incident_resolved"})
+                           "incident_retried", "incident_resolved", "instance_cancelled"})
 
 
 def _ignore(_action: str, **_fields: Any) -> None:
@@ -385,6 +385,7 @@ class Engine:
             return self._instance_view(session, self._get_instance(session, instance_id))
 
     def instances(self, key: str | None = None, status: str | None = None, limit: int = 100) -> list[Instance]:
+        """Cases of process ``key`` (all processes by default) with ``status``, newest first (read-only)."""
         with self.store.read() as session:
             query = select(models.InstanceRow).order_by(models.InstanceRow.started_at.desc()).limit(limit)
             if key:
@@ -392,6 +393,36 @@ class Engine:
             if status:
                 query = query.where(models.InstanceRow.status == status)
             return [self._instance_view(session, row) for row in session.scalars(query)]
+
+    def cancel(self, instance_id: str, reason: str, user: str | None = None) -> Instance:
+        """Cancel a running or failed case (a duplicate registration, a case opened by mistake).
+
+        One transaction: every open task of the case is cancelled in its workflow, its work items close
+        as ``cancelled``, its timers, jobs and message or signal waits are removed, its SLA clocks close
+        at this instant, its open incidents are resolved as ``cancelled``, and the case ends with status
+        ``cancelled`` and the history event ``instance_cancelled`` (reason, acting user). The stored
+        state keeps where the case stopped. With identities, ``user`` must be an admin or a supervisor.
+        Raises InvalidInput without a reason, Conflict for a case that has already ended.
+        """
+        reason = (reason or "").strip()
+        if not reason:
+            raise InvalidInput("cancelling a case needs a reason (--reason)")
+        if len(reason) > 500:
+            raise InvalidInput(f"the reason is {len(reason)} characters long; at most 500 are allowed")
+        with self._command() as session:
+            self._acting(session, user, "cancel")
+            instance = self._lock_instance(session, instance_id)
+            if instance.status not in ("running", "error"):
+                raise Conflict(f"instance {instance.id} is {instance.status}; only a running or failed case "
+                               "can be cancelled")
+            now = self.clock.now()
+            session.execute(update(models.IncidentRow).where(models.IncidentRow.instance_id == instance.id,
+                                                             models.IncidentRow.resolved_at.is_(None))
+                            .values(resolved_at=now, resolved_by=user, resolution="cancelled"))
+            bundle = self._bundle(session, instance.definition_id)
+            workflow = self.runtime.load(bundle, instance.state_json)
+            saved = self._advance_and_save(session, instance, bundle, workflow, [], user, cancel_reason=reason)
+            return self._instance_view(session, instance, saved)
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The append-only events of one instance, oldest first."""
@@ -556,11 +587,12 @@ class Engine:
             return worklist.pick_one(prefix, worklist.task_candidates(session, prefix), "task")
 
     def resolve_instance_id(self, prefix: str) -> str:
+        """The id of the one case whose id starts with ``prefix`` or whose case number is ``prefix``."""
         with self.store.read() as session:
             return worklist.pick_one(prefix, worklist.instance_candidates(session, prefix), "instance")
 
     def resolve_id(self, prefix: str) -> tuple[str, str]:
-        """``("task", id)`` or ``("instance", id)`` for a prefix of either kind of id."""
+        """``("task", id)`` or ``("instance", id)`` for a prefix of either kind of id (or a case number)."""
         with self.store.read() as session:
             tasks = worklist.task_candidates(session, prefix)
             instances = worklist.instance_candidates(session, prefix)
@@ -860,7 +892,8 @@ class Engine:
     # -- persistence of one step -------------------------------------------------------------
     def _advance_and_save(self, session: Session, instance: InstanceRow, bundle: SpecBundle, workflow,
                           records: list[StepRecord], user: str | None,
-                          completed: dict[str, str | None] | None = None) -> SavedStep | None:
+                          completed: dict[str, str | None] | None = None,
+                          cancel_reason: str | None = None) -> SavedStep | None:
         """Advance the loaded ``workflow`` to its next waits and write the step in ``session``: the state,
         the projections (work items, waits, jobs, SLA clocks), the history rows, then deliver thrown messages.
 
@@ -868,6 +901,7 @@ class Engine:
         ``timer_fired``, right after the records the caller passed (before what it caused).
         Returns what ``_instance_view`` needs to describe the instance without reading it back, or None
         when a thrown message was delivered in the same transaction (the instance may have moved again).
+        With ``cancel_reason`` the workflow is cancelled instead of advanced (see ``cancel``).
         """
         from sqlalchemy.orm.exc import StaleDataError
 
@@ -882,13 +916,17 @@ class Engine:
         self.runtime.history_reader = lambda instance_id: self._history_dicts(session, instance_id)
         subscriptions = None  # the message catches after the step, when known (computed once)
         try:
-            self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
-            subscriptions = self.runtime.subscriptions(workflow, bundle)
-            while messages.deliver_buffered_in_step(self, session, instance, workflow, subscriptions, records, now,
-                                                    stored):
+            if cancel_reason is not None:
+                workflow.cancel()  # every unfinished task, sub-processes included; nothing runs
+                instance.status, instance.error = "cancelled", None
+            else:
                 self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
                 subscriptions = self.runtime.subscriptions(workflow, bundle)
-            instance.status, instance.error = self.runtime.status(workflow), None
+                while messages.deliver_buffered_in_step(self, session, instance, workflow, subscriptions, records,
+                                                        now, stored):
+                    self.runtime.advance(workflow, bundle, instance.id, instance.business_key, records)
+                    subscriptions = self.runtime.subscriptions(workflow, bundle)
+                instance.status, instance.error = self.runtime.status(workflow), None
         except StepFailed as failure:
             subscriptions = None
             instance.status, instance.error = "error", str(failure)
@@ -907,6 +945,9 @@ class Engine:
         if instance.status == "completed":
             instance.ended_at = now
             records.append(StepRecord("instance_completed"))
+        elif instance.status == "cancelled":
+            instance.ended_at = now
+            records.append(StepRecord("instance_cancelled", data={"reason": cancel_reason}))
         instance.state_json = self.runtime.dump(workflow)
         variables = self.runtime.variables(workflow)
         if instance.business_key is None:  # a case number assigned during the step

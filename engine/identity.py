@@ -10,7 +10,8 @@ acting user gets the same answers as an operator at the prompt:
   by a supervisor;
 - ``unclaim``: the assignee, or a supervisor;
 - ``reassign``: a member of ``supervisor`` or ``dutySupervisor``;
-- ``incident retry`` / ``incident resolve``: a member of ``admin``, ``supervisor`` or ``dutySupervisor``;
+- ``incident retry`` / ``incident resolve`` and ``cancel`` (a case): a member of ``admin``, ``supervisor``
+  or ``dutySupervisor``;
 - ``deploy``, ``migrate``, ``user``, ``db`` and ``run-due``: a member of ``admin``.
 
 A call with ``user=None`` is a system or integrator call and is not checked. Every refusal is
@@ -55,6 +56,7 @@ ACTION_GROUPS: dict[str, tuple[str, ...]] = {
     "reassign": SUPERVISOR_GROUPS,
     "audit": (ADMIN_GROUP, *SUPERVISOR_GROUPS),
     "incident": (ADMIN_GROUP, *SUPERVISOR_GROUPS),
+    "cancel": (ADMIN_GROUP, *SUPERVISOR_GROUPS),
 }
 
 #: actions whose rules need the task (checked by the command that has it)
@@ -63,7 +65,8 @@ TASK_ACTIONS = frozenset({"claim", "unclaim", "complete", "reassign"})
 #: how a refusal names an action
 ACTION_WORDS = {"user": "manage users", "db": "manage the database", "run-due": "fire timers (run-due)",
                 "reassign": "reassign tasks", "audit": "read the history across cases",
-                "migrate": "migrate instances", "incident": "retry or resolve incidents"}
+                "migrate": "migrate instances", "incident": "retry or resolve incidents",
+                "cancel": "cancel cases"}
 
 _NAME = re.compile(r"^[\w.@-]{1,200}$")
 

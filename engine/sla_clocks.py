@@ -195,7 +195,8 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
     connection, table = session.connection(), SlaClockRow.__table__  # Core: see engine.db.EditableRows
     clocks = EditableRows(connection, table, _OPEN_CLOCKS, {"instance_id": instance.id})
     open_rows = clocks.rows
-    live = [] if instance.status == "completed" else tasks_in_state(workflow, _LIVE)
+    ended = instance.status in ("completed", "cancelled")
+    live = [] if ended else tasks_in_state(workflow, _LIVE)
     customer = [t for t in live if is_customer_time(bundle.info(t))]
     wanted: dict[str, tuple[str, Any, str, dict[str, Any]]] = {}
     for task in live:
@@ -205,7 +206,7 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
         if _props(info).get("slaKey") or (info.get("type") == "userTask" and info.get("due_date")):
             wanted[str(task.id)] = ("task", task, task.task_spec.bpmn_id, info)
     case = _case_spec(bundle)
-    if case is not None and instance.status != "completed":
+    if case is not None and not ended:
         wanted[instance.id] = ("case", None, case[0], case[1])
 
     for clock_id, row in open_rows.items():

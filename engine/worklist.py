@@ -173,16 +173,19 @@ def task_candidates(session: Session, prefix: str, limit: int = AMBIGUOUS_SHOWN 
 
 
 def instance_candidates(session: Session, prefix: str, limit: int = AMBIGUOUS_SHOWN + 1) -> list[tuple[str, str]]:
-    """(id, description) of the instances whose id starts with ``prefix``."""
+    """(id, description) of the instances whose id starts with ``prefix``, and of those whose case number
+    (business key, e.g. the 95598 work-order number a customer quotes) is exactly ``prefix``."""
     from .store import DefinitionRow, InstanceRow
 
+    columns = (select(InstanceRow.id, DefinitionRow.key, InstanceRow.status, InstanceRow.business_key)
+               .join(DefinitionRow, DefinitionRow.id == InstanceRow.definition_id))
+    case_number = (prefix or "").strip()
+    rows = list(session.execute(columns.where(InstanceRow.business_key == case_number)
+                                .order_by(InstanceRow.started_at.desc()).limit(limit))) if case_number else []
     prefix = _normalise(prefix)
-    if not prefix or not _ID.match(prefix):
-        return []
-    rows = session.execute(select(InstanceRow.id, DefinitionRow.key, InstanceRow.status, InstanceRow.business_key)
-                           .join(DefinitionRow, DefinitionRow.id == InstanceRow.definition_id)
-                           .where(InstanceRow.id.startswith(prefix, autoescape=True))
-                           .order_by(InstanceRow.id).limit(limit))
+    if prefix and _ID.match(prefix):
+        rows += [row for row in session.execute(columns.where(InstanceRow.id.startswith(prefix, autoescape=True))
+                                                .order_by(InstanceRow.id).limit(limit)) if row not in rows]
     return [(i, f"case of {key}, {status}" + (f", case {bk}" if bk else "")) for i, key, status, bk in rows]
 
 
@@ -195,4 +198,4 @@ def pick_one(prefix: str, candidates: list[tuple[str, str]], what: str) -> str:
         return (exact or candidates)[0][0]
     shown = "; ".join(f"{i[:12]} ({d})" for i, d in candidates[:AMBIGUOUS_SHOWN])
     more = " and more" if len(candidates) > AMBIGUOUS_SHOWN else ""
-    raise InvalidInput(f"{what} id prefix '{prefix}' is ambiguous; it matches {shown}{more}; give more characters")
+    raise InvalidInput(f"{what} '{prefix}' is ambiguous; it matches {shown}{more}; give more characters of the id")

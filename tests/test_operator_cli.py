@@ -319,7 +319,7 @@ def test_task_ids_by_unique_prefix_and_ambiguous_prefixes_list_candidates(world)
     first = Counter(i[0] for i in ids)
     shared = next(c for c, k in first.items() if k > 1)
     line = gf.refused("claim", shared, user="zhang")
-    assert f"task id prefix '{shared}' is ambiguous" in line and "give more characters" in line
+    assert f"task '{shared}' is ambiguous" in line and "give more characters of the id" in line
     for task_id in ids:
         if task_id.startswith(shared):
             assert task_id[:12] in line
@@ -482,3 +482,27 @@ def test_running_in_process_leaves_the_host_garbage_collector_alone(world):
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stderr.strip().endswith("frozen") and "not" not in done.stderr, done.stderr
     assert len(json.loads(done.stdout)) == 2
+
+
+# -- cases: listing, case numbers, cancelling ------------------------------------------------------
+def test_cases_are_listed_found_by_case_number_and_cancelled_only_by_a_supervisor(world):
+    gf, engine = world.cli, world.engine
+    listed = gf.ok("cases", "--json", user="zhang")
+    assert [(r["business_key"], r["status"], r["open_tasks"]) for r in listed] == [
+        ("WO-2", "running", ["审核"]), ("WO-1", "running", ["审核"])]  # newest first
+    assert gf.ok("show", "WO-1", "--json", user="zhang")["instance_id"] == world.i1  # the number a customer quotes
+    assert gf.ok("history", "WO-2", "--json", user="zhang")[0]["instance_id"] == world.i2
+
+    line = gf.refused("cancel", "WO-1", "--reason", "重复受理", user="zhang")
+    assert line == ("gridflow: zhang may not cancel cases: that needs the group admin or supervisor or "
+                    "dutySupervisor (zhang is in: agent)")
+    assert engine.instance(world.i1).status == "running" and [e.actor for e in refusals(engine, action="cancel")] \
+        == ["zhang"]
+
+    done = gf.ok("cancel", "WO-1", "--reason", "重复受理，已并入 WO-2", "--json", user="wang")
+    assert (done["instance_id"], done["status"], done["ready_tasks"]) == (world.i1, "cancelled", [])
+    assert [t["instance_id"] for t in gf.ok("tasks", "--json", user="wang")] == [world.i2]
+    assert [r["business_key"] for r in gf.ok("cases", "--status", "cancelled", "--json", user="zhang")] == ["WO-1"]
+    assert "is cancelled; only a running or failed case can be cancelled" in gf.refused(
+        "cancel", world.i1[:8], "--reason", "again", user="wang")
+    assert "no instance 'WO-404'" in gf.refused("cancel", "WO-404", "--reason", "x", user="wang")
