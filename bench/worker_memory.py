@@ -35,7 +35,9 @@ def _caches(engine) -> dict:
     return sizes
 
 
-def _worker(url: str, first: int, cases: int, out) -> None:
+def _worker(url: str, stages: list[int], out) -> None:
+    import gc
+    import sys
     from datetime import timedelta
 
     from engine.api import Engine
@@ -44,9 +46,10 @@ def _worker(url: str, first: int, cases: int, out) -> None:
     clock = FixedClock(T0)
     engine = Engine(url, clock=clock, auto_migrate=False)
     samples = {"start": common.rss_mb()}
+    blocks = {}
     started = time.perf_counter()
     done = 0
-    for stage, count in enumerate((first, cases - first)):  # the worker's two kinds of work, for `count` cases
+    for stage, count in enumerate(stages):  # the worker's two kinds of work, for `count` cases
         clock.set(T0 + timedelta(hours=1) + timedelta(days=3 * stage))
         jobs = 0
         while jobs < count:  # what Worker.run_round's job stage does, in batches of 10
@@ -59,27 +62,35 @@ def _worker(url: str, first: int, cases: int, out) -> None:
             pass
         done += count
         samples[done] = common.rss_mb()
-    out.put({"rss_mb": samples, "peak_mb": common.peak_rss_mb(), "caches": _caches(engine),
-             "seconds": time.perf_counter() - started})
+        gc.collect()
+        blocks[done] = sys.getallocatedblocks()  # Python objects alive: flat unless something accumulates
+    out.put({"rss_mb": samples, "allocated_blocks": blocks, "peak_mb": common.peak_rss_mb(),
+             "caches": _caches(engine), "seconds": time.perf_counter() - started})
     engine.close()
 
 
-def run(cases: int = 2_000, first: int = 100) -> dict:
+def run(cases: int = 2_000, first: int = 100, stages: list[int] | None = None) -> dict:
+    """RSS after ``first`` cases and after all ``cases``; or, with ``stages``, after each stage's cases."""
+    stages = stages or [first, cases - first]
     with common.scratch_sqlite() as url:
-        build(url, cases)
+        build(url, sum(stages))
         context = multiprocessing.get_context("spawn")
         out = context.Queue()
-        process = context.Process(target=_worker, args=(url, first, cases, out))
+        process = context.Process(target=_worker, args=(url, stages, out))
         process.start()
         result = out.get(timeout=24 * 3600)
         process.join(timeout=60)
     samples = result["rss_mb"]
-    after_first, after_all = samples.get(first), samples.get(cases)
-    return {"cases": cases, "first": first, **result, "after_first_mb": after_first, "after_all_mb": after_all,
+    after_first, after_all = samples.get(stages[0]), samples.get(sum(stages))
+    return {"cases": sum(stages), "first": stages[0], **result, "after_first_mb": after_first,
+            "after_all_mb": after_all,
             "growth": (after_all / after_first) if after_first and after_all else None}
 
 
 if __name__ == "__main__":
     import sys
 
-    print(run(*(int(a) for a in sys.argv[1:3])))
+    if len(sys.argv) == 3 and sys.argv[1] == "--stages":  # e.g. --stages 100,400,500,1000,1000,1000
+        print(run(stages=[int(n) for n in sys.argv[2].split(",")]))
+    else:
+        print(run(*(int(a) for a in sys.argv[1:3])))
