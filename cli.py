@@ -692,6 +692,9 @@ def cases(settings: Settings, flow: str | None, status: str | None, limit: int, 
                     "started_at": i.started_at, "ended_at": i.ended_at, "open_tasks": [t.name for t in i.ready_tasks],
                     "error": i.error} for i in rows])
         return
+    if not rows:
+        click.echo("no cases" + (f" of {flow}" if flow else "") + (f" with status {status}" if status else ""))
+        return
     from rich.table import Table
 
     table = Table("case", "flow", "case no.", "status", "started", "ended", "open tasks")
@@ -699,8 +702,6 @@ def cases(settings: Settings, flow: str | None, status: str | None, limit: int, 
         table.add_row(i.id[:8], f"{i.definition_key} v{i.definition_version}", i.business_key or "-", i.status,
                       _local(i.started_at), _local(i.ended_at), ", ".join(t.name for t in i.ready_tasks) or "-")
     console().print(table)
-    if not rows:
-        click.echo("no cases" + (f" of {flow}" if flow else "") + (f" with status {status}" if status else ""))
 
 
 @main.command()

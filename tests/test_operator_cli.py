@@ -490,6 +490,7 @@ def test_cases_are_listed_found_by_case_number_and_cancelled_only_by_a_superviso
     listed = gf.ok("cases", "--json", user="zhang")
     assert [(r["business_key"], r["status"], r["open_tasks"]) for r in listed] == [
         ("WO-2", "running", ["审核"]), ("WO-1", "running", ["审核"])]  # newest first
+    assert gf.ok("cases", "--status", "error", user="zhang").strip() == "no cases with status error"
     assert gf.ok("show", "WO-1", "--json", user="zhang")["instance_id"] == world.i1  # the number a customer quotes
     assert gf.ok("history", "WO-2", "--json", user="zhang")[0]["instance_id"] == world.i2
 
