@@ -63,6 +63,15 @@ _ACTOR_EVENTS = frozenset({"instance_started", "task_completed", "message_receiv
                            "incident_retried", "incident_resolved", "instance_cancelled"})
 
 
+@functools.cache
+def _without_state() -> tuple:
+    """Loader option: an instance row without its workflow state (57–93 KB a complaint case), which the
+    views never need; loaded if touched. Built on first use (the ORM is imported lazily)."""
+    from sqlalchemy.orm import defer
+
+    return (defer(models.InstanceRow.state_json),)
+
+
 def _ignore(_action: str, **_fields: Any) -> None:
     """The default ``report`` callback of worker-side methods (the worker passes its logger)."""
 
@@ -387,7 +396,8 @@ class Engine:
     def instances(self, key: str | None = None, status: str | None = None, limit: int = 100) -> list[Instance]:
         """Cases of process ``key`` (all processes by default) with ``status``, newest first (read-only)."""
         with self.store.read() as session:
-            query = select(models.InstanceRow).order_by(models.InstanceRow.started_at.desc()).limit(limit)
+            query = (select(models.InstanceRow).options(*_without_state())
+                     .order_by(models.InstanceRow.started_at.desc()).limit(limit))
             if key:
                 query = query.join(models.DefinitionRow).where(models.DefinitionRow.key == key)
             if status:
@@ -1264,7 +1274,8 @@ class Engine:
 
     @staticmethod
     def _get_instance(session: Session, instance_id: str) -> InstanceRow:
-        row = session.get(models.InstanceRow, instance_id)
+        """The instance row for reading, without its workflow state (loaded only if touched)."""
+        row = session.get(models.InstanceRow, instance_id, options=_without_state())
         if row is None:
             raise NotFound(f"no instance '{instance_id}'")
         return row
