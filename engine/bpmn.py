@@ -9,7 +9,10 @@ This module closes the SpiffWorkflow 3.2.0 traps listed in the architecture guid
 - timers read "now" from the engine clock, accept unquoted ISO 8601 and ``${var}``, and refuse
   date-times without an offset;
 - message events use one event-definition class for every catch, throw and receive task, and
-  merge a dict payload into the catching task's variables.
+  merge a dict payload into the catching task's variables;
+- merging data between tasks (joins, inherited data, multi-instance results) never changes a
+  nested list or dict in place, so what a finished task recorded stays as it was
+  (:func:`merge_copying_on_write`).
 """
 
 from __future__ import annotations
@@ -55,10 +58,44 @@ from SpiffWorkflow.camunda.parser.event_parsers import (
 )
 from SpiffWorkflow.camunda.parser.task_spec import CamundaTaskParser
 from SpiffWorkflow.camunda.specs.event_definitions import MessageEventDefinition
+from SpiffWorkflow.util.deep_merge import DeepMerge
 from SpiffWorkflow.util.task import TaskState
 
 from .clock import Clock, require_aware
 from .expressions import ExpressionError, ExpressionEvaluator, check_expression, unwrap
+
+
+def merge_copying_on_write(a: dict, b: dict, path: list | None = None) -> dict:
+    """SpiffWorkflow's ``DeepMerge.merge`` (b into a), deep-copying a nested list or dict of ``a`` before
+    merging into it.
+
+    SpiffWorkflow copies data between tasks shallowly, so a task's nested values are the same objects as
+    its predecessors'. Its merge then changed them in place: a parallel join merging one branch's line
+    items into the other's rewrote the data a finished task had recorded (and the state then no longer
+    matched what that task completed with). The merged result is unchanged; the copy is made only when
+    a nested value actually differs. Installed as ``DeepMerge.merge`` when this module is imported.
+    """
+    if path is None:
+        path = []
+    for key in b:
+        if key in a:
+            if a[key] == b[key]:
+                continue
+            if isinstance(a[key], dict) and isinstance(b[key], dict):
+                a[key] = copy.deepcopy(a[key])  # a[key] may be shared with a finished task
+                merge_copying_on_write(a[key], b[key], path + [str(key)])
+            elif isinstance(a[key], list) and isinstance(b[key], list):
+                a[key] = copy.deepcopy(a[key])
+                DeepMerge.merge_array(a[key], b[key], path + [str(key)])  # appends, merges, trims in place
+            else:
+                a[key] = copy.copy(b[key]) if isinstance(b[key], (dict, list, set)) else b[key]
+        else:
+            a[key] = copy.copy(b[key]) if isinstance(b[key], (dict, list, set)) else b[key]
+    return a
+
+
+DeepMerge.merge = staticmethod(merge_copying_on_write)
+
 
 _ISO_LITERAL = re.compile(r"^(R\d*/.*|P[0-9TWYMDHS.,]+|\d{4}-\d{2}-\d{2}(T[0-9:.]+)?(Z|[+-]\d{2}:?\d{2})?)$")
 

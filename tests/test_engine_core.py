@@ -379,3 +379,31 @@ def test_a_reassignment_of_a_step_without_open_tasks_is_recorded_and_moves_nothi
     assert "reassign_requested" in types and "task_reassigned" not in types
     [check] = engine.instance(instance.id).ready_tasks
     assert check.assignee is None
+
+
+def test_a_parallel_join_keeps_what_each_finished_task_recorded(engine):
+    """Branch A edits a line item while branch B does not; after the join, the stored state still says
+    what 修改明细 was completed with (SpiffWorkflow's join merge used to rewrite it in place)."""
+    from engine.store import InstanceRow
+
+    deploy(engine, "parallel_line_items.bpmn")
+    case = engine.start("parallel_line_items", {"items": [{"q": 1}]})
+
+    def complete(name: str, data: dict):
+        task = next(t for t in engine.tasks(instance_id=case.id) if t.name == name)
+        engine.complete(task.id, data)
+        return task.id
+
+    complete("并行核对", {})
+    edited = complete("修改明细", {"items": [{"q": 2}]})
+    complete("复核", {})
+    assert [t.name for t in engine.tasks(instance_id=case.id)] == ["汇总"]
+    with engine.store.read() as session:
+        row = session.get(InstanceRow, case.id)
+        stored = engine.runtime.serializer.loads(row.state_json, *_specs(engine, session, row))
+    assert engine.runtime.find_task(stored, edited).data["items"] == [{"q": 2}]
+
+
+def _specs(engine, session, row):
+    bundle = engine._bundle(session, row.definition_id)
+    return bundle.spec, bundle.subprocess_specs, engine.runtime.script_engine

@@ -91,3 +91,33 @@ def test_the_verification_mode_catches_a_finished_task_changed_behind_the_dumps_
     finished.data["finding"] = "窃电"  # breaks the contract: no engine code does this
     with pytest.raises(AssertionError, match="state dump differs from SpiffWorkflow's serializer"):
         serializer.dumps(workflow)
+
+
+@pytest.mark.parametrize("items", [[{"q": 1}], {"line": {"q": 1}}], ids=["list of dicts", "nested dict"])
+def test_a_join_does_not_rewrite_what_a_finished_task_recorded(monkeypatch, items):
+    """SpiffWorkflow copies data between tasks shallowly, and a parallel join merged one branch's line items
+    into the other's in place: the finished 修改明细 task's recorded q=2 turned into q=1 (and the kept text
+    no longer matched SpiffWorkflow's). engine.bpmn's merge copies a nested value before merging into it."""
+    monkeypatch.setenv(VERIFY_ENV, "1")  # each dump below is also compared with SpiffWorkflow's own
+    parser = GridflowParser()
+    parser.add_bpmn_file(str(BPMN / "parallel_line_items.bpmn"))
+    workflow = BpmnWorkflow(parser.get_spec("parallel_line_items"), {},
+                            script_engine=SafeScriptEngine(FixedClock(datetime(2026, 12, 1, 9, tzinfo=SHANGHAI))))
+    workflow.task_tree.data["items"] = items
+    workflow.do_engine_steps()
+    serializer = StateSerializer()
+    edited = [{"q": 2}] if isinstance(items, list) else {"line": {"q": 2}}
+
+    def complete(bpmn_id: str, data: dict):
+        task = next(t for t in workflow.get_tasks(state=TaskState.READY) if t.task_spec.bpmn_id == bpmn_id)
+        task.data.update(data)
+        task.run()
+        workflow.do_engine_steps()
+        serializer.dumps(workflow)  # raises if the text differs from SpiffWorkflow's
+        return task
+
+    complete("b", {})
+    editor = complete("a1", {"items": edited})
+    complete("a2", {})  # the join merges branch b's items into branch a's
+    assert [t.task_spec.bpmn_id for t in workflow.get_tasks(state=TaskState.READY)] == ["c"]
+    assert editor.data["items"] == edited  # as 修改明细 completed it
