@@ -287,7 +287,7 @@ def start(settings: Settings, key: str, data: str | None, business_key: str | No
     """Start a case of process KEY (latest deployed version).
 
     A process whose only start event waits for a message starts through that message, with --data as
-    its data. One started by several messages or signals is refused: send the one you mean with
+    its data. One that only a signal or several messages start is refused: send the one you mean with
     'gridflow message send' or 'gridflow signal send'.
 
     \b

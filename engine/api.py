@@ -351,9 +351,9 @@ class Engine:
         """Start the latest version of ``key`` and run it to its first waits (one transaction).
 
         A process whose only start event is a message start event starts through it, with ``data`` as
-        the message's data (as ``correlate`` would start it). One that has no plain start event and
-        several message or signal start events is refused (InvalidInput naming them): the caller must
-        say which, with ``correlate`` or ``signal``.
+        the message's data (as ``correlate`` would start it). One with no plain (or timer) start event
+        that a signal or several messages start is refused (InvalidInput naming them): the caller sends
+        the one meant, with ``correlate`` or ``signal``.
         """
         data = _require_object(data, "start data")
         with self._command() as session:
@@ -414,13 +414,13 @@ class Engine:
         state keeps where the case stopped. With identities, ``user`` must be an admin or a supervisor.
         Raises InvalidInput without a reason, Conflict for a case that has already ended.
         """
-        reason = (reason or "").strip()
-        if not reason:
-            raise InvalidInput("cancelling a case needs a reason (--reason)")
-        if len(reason) > 500:
-            raise InvalidInput(f"the reason is {len(reason)} characters long; at most 500 are allowed")
         with self._command() as session:
             self._acting(session, user, "cancel")
+            reason = (reason or "").strip()
+            if not reason:
+                raise InvalidInput("cancelling a case needs a reason (--reason)")
+            if len(reason) > 500:
+                raise InvalidInput(f"the reason is {len(reason)} characters long; at most 500 are allowed")
             instance = self._lock_instance(session, instance_id)
             if instance.status not in ("running", "error"):
                 raise Conflict(f"instance {instance.id} is {instance.status}; only a running or failed case "
@@ -925,8 +925,10 @@ class Engine:
                                                                                       any_of)
         self.runtime.history_reader = lambda instance_id: self._history_dicts(session, instance_id)
         subscriptions = None  # the message catches after the step, when known (computed once)
+        variables = None  # the case variables, when taken before the step ends (a cancellation)
         try:
             if cancel_reason is not None:
+                variables = self.runtime.variables(workflow)  # as they are: a cancelled workflow has no live path
                 workflow.cancel()  # every unfinished task, sub-processes included; nothing runs
                 instance.status, instance.error = "cancelled", None
             else:
@@ -959,7 +961,8 @@ class Engine:
             instance.ended_at = now
             records.append(StepRecord("instance_cancelled", data={"reason": cancel_reason}))
         instance.state_json = self.runtime.dump(workflow)
-        variables = self.runtime.variables(workflow)
+        if variables is None:
+            variables = self.runtime.variables(workflow)
         if instance.business_key is None:  # a case number assigned during the step
             instance.business_key = next((str(variables[k]) for k in ("workOrderNo", "applicationNo")
                                           if variables.get(k)), None)
@@ -1352,8 +1355,8 @@ def _statements() -> SimpleNamespace:
 def _start_message(row: DefinitionRow) -> str | None:
     """The message that ``Engine.start`` starts ``row`` through: None when it has a plain start event.
 
-    Timer start events are not in the definition's meta, so a timer-only process starts plainly (it
-    waits at its timer). Raises InvalidInput when only several message or signal start events exist.
+    A timer start event counts as plain here (its meta names no message or signal): such a case waits
+    at its timer. Raises InvalidInput when only a signal or several messages start the process.
     """
     starts = [info for info in (row.meta or {}).values() if info.get("process_start")]
     if not starts or any(not info.get("message") and not info.get("signal") for info in starts):

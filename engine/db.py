@@ -241,11 +241,14 @@ class Store:
         return inspect(self.sql).has_table("alembic_version")
 
     def is_missing(self) -> bool:
-        """True for a SQLite file that does not exist yet (opening it would create it)."""
+        """True for a SQLite file that does not exist yet (opening it would create it); also for a
+        ``file:`` URI (``sqlite:///file:/path/db?uri=true``)."""
         if not self.is_sqlite:
             return False
-        path = self.sql.url.database
-        return bool(path) and path != ":memory:" and not path.startswith("file:") and not Path(path).exists()
+        path = self.sql.url.database or ""
+        if path.startswith("file:"):
+            path = path[len("file:"):].split("?", 1)[0]
+        return path not in ("", ":memory:") and not Path(path).exists()
 
     def _alembic_config(self):
         from alembic.config import Config

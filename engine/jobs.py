@@ -377,6 +377,8 @@ def _complete(engine: Engine, ticket: JobTicket, result: dict[str, Any], outbox:
     """Apply a job's result, or deliver its BPMN error to the task's error boundary (StepFailed when none)."""
     with engine._command() as session:
         instance = engine._lock_instance(session, ticket.instance_id)
+        if instance.status == "cancelled":
+            return "cancelled"  # the case was cancelled while the handler ran (its job row went with it)
         job = _lock_job(engine, session, ticket.id)
         if job is None or job.locked_by != ticket.worker_id:
             return "lost"  # another worker took it over after our lock expired; its result counts
@@ -410,6 +412,8 @@ def _fail(engine: Engine, ticket: JobTicket, error: str) -> str:
     with engine._command() as session:
         now = engine.clock.now()
         instance = engine._lock_instance(session, ticket.instance_id)
+        if instance.status == "cancelled":
+            return "cancelled"
         job = _lock_job(engine, session, ticket.id)
         if job is None or job.locked_by != ticket.worker_id:
             return "lost"

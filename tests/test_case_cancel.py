@@ -71,3 +71,49 @@ def test_a_cancellation_without_a_reason_changes_nothing(engine):
             engine.cancel(case.id, reason)
     assert engine.instance(case.id).status == "running" and engine.history(case.id) == before
     assert [t.instance_id for t in engine.tasks()] == [case.id]
+
+
+def test_a_cancelled_case_keeps_its_variables(engine):
+    """The variables of the paths that were open stay as they were (a cancelled workflow has none)."""
+    _deploy(engine, "mi_local.bpmn")
+    case = engine.start("inspect_each", {"customers": ["户A", "户B"], "planNo": "P-12"})
+    engine.complete(engine.tasks(instance_id=case.id)[0].id, {"finding": "窃电"})
+    before = engine.instance(case.id).variables
+    assert engine.cancel(case.id, "计划取消").variables == before == engine.instance(case.id).variables
+
+
+def test_a_job_whose_case_is_cancelled_while_its_handler_runs_reports_cancelled(engine, monkeypatch):
+    import dataclasses
+
+    from engine import jobs
+
+    _deploy(engine, "async_billing.bpmn")
+    case = engine.start("async_billing", {"failures": 0})
+    [ticket] = jobs.acquire(engine, "w1", 10, 300)
+    spec = engine.handlers[ticket.topic]
+    ran = []
+
+    def cancelled_meanwhile(variables, ctx):  # a supervisor cancels the case while the handler works
+        engine.cancel(case.id, "客户撤销申请")
+        ran.append(ctx.idempotency_key)
+        return spec.function(variables, ctx)
+
+    monkeypatch.setitem(engine.handlers, ticket.topic, dataclasses.replace(spec, function=cancelled_meanwhile))
+    assert jobs.run_ticket(engine, ticket, 300) == "cancelled"
+    assert ran == [f"{case.id}:{ticket.id}"]  # the handler ran; its result is not applied
+    assert engine.instance(case.id).status == "cancelled" and engine.jobs(case.id) == []
+    assert engine.history(case.id)[-1].type == "instance_cancelled"
+    before_handler = jobs.acquire(engine, "w1", 10, 300)
+    assert before_handler == []  # nothing left to run
+
+
+def test_a_reason_is_checked_after_the_permission(engine):
+    _deploy(engine, "sla_review.bpmn")
+    engine.init_db("boss")
+    engine.add_user("zhang", ["agent"], user="boss")
+    case = engine.start("sla_review", {"amount": 1})
+    from engine.identity import Refused
+
+    with pytest.raises(Refused, match="zhang may not cancel cases"):
+        engine.cancel(case.id, "", user="zhang")
+    assert [e.actor for e in engine.events(type="refused")] == ["zhang"]

@@ -278,3 +278,14 @@ def test_lint_needs_no_upgrade_and_creates_no_database(tmp_path, clock):
     both = run_cli("lint", parent, str(BPMN / "child_revisit.bpmn"), db=f"sqlite:///{missing}")
     assert both.returncode == 0 and both.stdout.splitlines()[-1] == "ok: parent_case, child_revisit", both.stderr
     assert not missing.exists()
+
+
+def test_lint_does_not_create_a_database_named_by_a_file_uri(tmp_path, clock):
+    missing = tmp_path / "uri.db"
+    engine = Engine(f"sqlite:///file:{missing}?uri=true", clock=clock, auto_migrate=False)
+    try:
+        assert engine.store.is_missing()
+        assert not engine.lint([BPMN / "child_revisit.bpmn"]).errors
+    finally:
+        engine.close()
+    assert not missing.exists()
