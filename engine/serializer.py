@@ -28,6 +28,7 @@ from SpiffWorkflow.bpmn.serializer.default.workflow import (
     WorkflowConverter,
 )
 from SpiffWorkflow.bpmn.serializer.helpers.spec import EventDefinitionConverter
+from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask
 from SpiffWorkflow.bpmn.util.subworkflow import BpmnSubWorkflow
 from SpiffWorkflow.camunda.serializer.config import CAMUNDA_CONFIG
 from SpiffWorkflow.camunda.serializer.event_definition import MessageEventDefinitionConverter
@@ -130,14 +131,16 @@ def _fingerprint(task):
 
     A task's data is written as a delta against its parent's, so the parent must be finished too.
     Finished tasks' data and internal data are not changed by SpiffWorkflow or gridflow (only live
-    tasks receive variables); a state change (a reset) changes ``last_state_change``.
+    tasks receive variables); a state change (a reset) changes ``last_state_change``. The exception is
+    a loop or multi-instance task: an instance run again after a reset merges its result into the
+    finished task's data without changing its state, so neither it nor its next task is reused.
     """
-    if not task.state & _FINISHED:
+    if not task.state & _FINISHED or isinstance(task.task_spec, LoopTask):
         return None
     parent = task.parent
     if parent is None:
         return task.state, task.last_state_change, task.triggered, tuple(task._children), None
-    if not parent.state & _FINISHED:
+    if not parent.state & _FINISHED or isinstance(parent.task_spec, LoopTask):
         return None
     return (task.state, task.last_state_change, task.triggered, tuple(task._children),
             parent.id, parent.state, parent.last_state_change)

@@ -121,3 +121,55 @@ def test_a_join_does_not_rewrite_what_a_finished_task_recorded(monkeypatch, item
     complete("a2", {})  # the join merges branch b's items into branch a's
     assert [t.task_spec.bpmn_id for t in workflow.get_tasks(state=TaskState.READY)] == ["c"]
     assert editor.data["items"] == edited  # as 修改明细 completed it
+
+
+MI_RESET = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+    xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="d" targetNamespace="http://gridflow.test">
+  <bpmn:process id="mi_reset" isExecutable="true">
+    <bpmn:startEvent id="s"/>
+    <bpmn:userTask id="check" camunda:candidateGroups="g">
+      <bpmn:multiInstanceLoopCharacteristics camunda:collection="items" camunda:elementVariable="item"/>
+    </bpmn:userTask>
+    <bpmn:userTask id="after" camunda:candidateGroups="g"/>
+    <bpmn:endEvent id="e"/>
+    <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="check"/>
+    <bpmn:sequenceFlow id="f2" sourceRef="check" targetRef="after"/>
+    <bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="e"/>
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def test_a_finished_multi_instance_task_that_takes_a_rerun_instance_is_written_anew(monkeypatch, tmp_path):
+    """An instance reset and run again merges its result into the finished multi-instance task without
+    changing its state (found by a fuzzing helper): such tasks and the task after them are never reused."""
+    monkeypatch.setenv(VERIFY_ENV, "1")
+    (tmp_path / "mi_reset.bpmn").write_text(MI_RESET, encoding="utf-8")
+    parser = GridflowParser()
+    parser.add_bpmn_file(str(tmp_path / "mi_reset.bpmn"))
+    workflow = BpmnWorkflow(parser.get_spec("mi_reset"), {},
+                            script_engine=SafeScriptEngine(FixedClock(datetime(2026, 12, 1, 9, tzinfo=SHANGHAI))))
+    workflow.task_tree.data["items"] = [{"v": 1}, {"v": 2}, {"v": 3}]
+    workflow.do_engine_steps()
+    serializer = StateSerializer()
+
+    def ready():
+        return [t for t in workflow.get_tasks(state=TaskState.READY) if t.task_spec.name == "check [child]"]
+
+    while ready():
+        task = ready()[0]
+        task.data["item"] = {"v": task.data["item"]["v"] * 10}
+        task.run()
+        workflow.do_engine_steps()
+        serializer.dumps(workflow)
+    done = [t for t in workflow.get_tasks(state=TaskState.COMPLETED) if t.task_spec.name == "check [child]"]
+    for instance in done[:2]:
+        workflow.reset_from_task_id(instance.id)
+    workflow.do_engine_steps()
+    serializer.dumps(workflow)
+    task = ready()[0]
+    task.data["item"] = {"v": 999}
+    task.run()
+    workflow.do_engine_steps()
+    assert "999" in serializer.dumps(workflow)  # equal to SpiffWorkflow's text (checked), with the re-run result
