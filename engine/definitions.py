@@ -255,8 +255,22 @@ def _lint_process(process, add, known_topics, form_exists=None) -> None:
             _check(add, element.getparent(), element.get(f"{{{CAMUNDA_NS}}}expression"), "camunda:expression")
         elif tag in ("timeDate", "timeDuration", "timeCycle"):
             _lint_timer(element, tag, add)
+        elif tag == "eventBasedGateway":
+            add("error", element, "bpmn:eventBasedGateway is not supported yet (the engine does not wait on the "
+                                  "events after it); model the wait as a receive task or message catch event "
+                                  "with a timer boundary event")
         elif tag == "subProcess" and element.get("triggeredByEvent") == "true":
-            pass
+            for start in element.findall(f"{{{BPMN_NS}}}startEvent"):
+                if start.get("isInterrupting") != "false":
+                    add("error", start, "an interrupting event sub-process is not supported yet (the main path "
+                                        "would go on); set isInterrupting=\"false\", or stop the steps with an "
+                                        "interrupting boundary event")
+        elif tag == "boundaryEvent" and element.get("cancelActivity") != "false":
+            ref = element.get("attachedToRef")
+            attached = next((e for e in process.iter(f"{{{BPMN_NS}}}subProcess") if e.get("id") == ref), None)
+            if attached is not None and attached.find(f"{{{BPMN_NS}}}multiInstanceLoopCharacteristics") is not None:
+                add("error", element, "an interrupting boundary event on a multi-instance sub-process is not "
+                                      "supported yet; set cancelActivity=\"false\" or attach it to a task inside")
         elif tag == "callActivity" and not element.get("calledElement"):
             add("error", element, "callActivity needs calledElement (the key of the process it calls)")
     _lint_signal_loop(process, add)
