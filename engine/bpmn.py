@@ -164,8 +164,15 @@ def enclosing_tasks(task):
 def multi_instance_body(task):
     """The multi-instance child whose body ``task`` runs in (itself, or the task that owns its
     sub-process), or None outside multi-instance bodies."""
-    return next((t for t in enclosing_tasks(task)
-                 if t.parent is not None and isinstance(t.parent.task_spec, MultiInstanceTask)), None)
+    return next((t for t in enclosing_tasks(task) if _is_instance(t)), None)
+
+
+def _is_instance(task) -> bool:
+    """True for one of the instances a multi-instance task created; not for the task after it, whose
+    ``parent`` (the task that ran before) is the multi-instance task too."""
+    parent = task.parent
+    return (parent is not None and isinstance(parent.task_spec, MultiInstanceTask)
+            and task.task_spec.name == parent.task_spec.task_spec)
 
 
 def within_step(task, step: str) -> bool:

@@ -407,3 +407,19 @@ def test_a_parallel_join_keeps_what_each_finished_task_recorded(engine):
 def _specs(engine, session, row):
     bundle = engine._bundle(session, row.definition_id)
     return bundle.spec, bundle.subprocess_specs, engine.runtime.script_engine
+
+
+def test_what_the_task_after_a_multi_instance_task_writes_is_shared_with_the_case(engine):
+    """The task after a multi-instance task has it as its SpiffWorkflow parent, like the instances do; it was
+    taken for an instance, so what it wrote stayed local and the parallel branch never saw it."""
+    from engine.store import InstanceRow
+
+    deploy(engine, "after_multi_instance.bpmn")
+    case = engine.start("after_multi_instance", {})
+    [first] = [t for t in case.ready_tasks if t.bpmn_id == "first"]
+    engine.complete(first.id, {})  # then the script task after it sets flag = 'set'
+    [parallel] = [t for t in engine.tasks(instance_id=case.id) if t.bpmn_id == "y"]
+    with engine.store.read() as session:
+        row = session.get(InstanceRow, case.id)
+        workflow = engine.runtime.load(engine._bundle(session, row.definition_id), row.state_json)
+    assert engine.runtime.find_task(workflow, parallel.id).data["flag"] == "set"
