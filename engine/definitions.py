@@ -463,10 +463,9 @@ def extract_meta(process) -> dict[str, dict[str, Any]]:
             message_definition.get("messageRef") if message_definition is not None else None)
         if message_ref:
             info["message"] = _referenced_name(process, "message", message_ref)
-        signal_definition = element.find(f"{{{BPMN_NS}}}signalEventDefinition")
-        if signal_definition is not None and info.get("process_start"):  # a signal start event
-            signal_ref = signal_definition.get("signalRef")
-            info["signal"] = _referenced_name(process, "signal", signal_ref) or signal_ref or info["name"]
+        signal = _signal_name(process, element) if info.get("process_start") else None
+        if signal:  # a signal start event
+            info["signal"] = signal
         if properties.get("correlationKeys"):
             info["correlation_keys"] = [k.strip() for k in properties["correlationKeys"].split(",") if k.strip()]
         if properties:
