@@ -77,20 +77,18 @@ def merge_copying_on_write(a: dict, b: dict, path: list | None = None) -> dict:
     """
     if path is None:
         path = []
-    for key in b:
-        if key in a:
-            if a[key] == b[key]:
-                continue
-            if isinstance(a[key], dict) and isinstance(b[key], dict):
-                a[key] = copy.deepcopy(a[key])  # a[key] may be shared with a finished task
-                merge_copying_on_write(a[key], b[key], path + [str(key)])
-            elif isinstance(a[key], list) and isinstance(b[key], list):
-                a[key] = copy.deepcopy(a[key])
-                DeepMerge.merge_array(a[key], b[key], path + [str(key)])  # appends, merges, trims in place
-            else:
-                a[key] = copy.copy(b[key]) if isinstance(b[key], (dict, list, set)) else b[key]
+    for key, theirs in b.items():
+        mine = a.get(key, _MISSING)
+        if mine == theirs:
+            continue
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            a[key] = copy.deepcopy(mine)  # mine may be shared with a finished task
+            merge_copying_on_write(a[key], theirs, path + [str(key)])
+        elif isinstance(mine, list) and isinstance(theirs, list):
+            a[key] = copy.deepcopy(mine)
+            DeepMerge.merge_array(a[key], theirs, path + [str(key)])  # appends, merges, trims in place
         else:
-            a[key] = copy.copy(b[key]) if isinstance(b[key], (dict, list, set)) else b[key]
+            a[key] = copy.copy(theirs) if isinstance(theirs, (dict, list, set)) else theirs
     return a
 
 
