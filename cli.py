@@ -1100,7 +1100,8 @@ def signal_send(settings: Settings, name: str, data: str | None, as_json: bool) 
 @click.option("--group", help="Only clocks of tasks offered to this group.")
 @click.option("--severity", help="Only this severity (e.g. URGENT).")
 @click.option("--state", "states", multiple=True,
-              type=click.Choice(["on_track", "at_risk", "breached", "paused", "met", "missed", "open", "closed"]),
+              type=click.Choice(["on_track", "at_risk", "breached", "paused", "met", "missed", "cancelled", "open",
+                                 "closed"]),
               help="Only clocks in this state (repeatable). Default: at_risk and breached.")
 @click.option("--all", "show_all", is_flag=True, help="Every open clock, on track ones included.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")

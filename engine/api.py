@@ -811,7 +811,7 @@ class Engine:
     def sla_clocks(self, flow: str | None = None, group: str | None = None, severity: str | None = None,
                    state=None, instance_id: str | None = None, limit: int | None = None):
         """SLA clocks (``engine.sla_clocks.SlaClock``), earliest due first; open ones unless ``state``
-        asks otherwise (on_track, at_risk, breached, paused, met, missed, open, closed)."""
+        asks otherwise (on_track, at_risk, breached, paused, met, missed, cancelled, open, closed)."""
         from . import sla_clocks
 
         return sla_clocks.list_clocks(self, flow, group, severity, state, instance_id, limit)

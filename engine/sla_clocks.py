@@ -26,7 +26,8 @@ Customer-time tasks themselves get no clock.
 
 States, computed at read time from the stored instants: ``on_track``, ``at_risk`` (past T1),
 ``breached`` (past T2) while open — frozen at the pause instant while paused — and ``met`` /
-``missed`` once closed. The worker's :func:`scan` records the first time a clock is seen at risk or
+``missed`` once closed, or ``cancelled`` when the case was cancelled while the clock ran (neither met nor
+missed: KPI counts leave it out). The worker's :func:`scan` records the first time a clock is seen at risk or
 breached (history events ``sla_at_risk``, ``sla_breached``) so a supervisor can be alerted once.
 """
 
@@ -55,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import Engine
 
 OPEN_STATES = ("on_track", "at_risk", "breached")
-CLOSED_STATES = ("met", "missed")
+CLOSED_STATES = ("met", "missed", "cancelled")
 STATES = (*OPEN_STATES, *CLOSED_STATES, "paused", "open", "closed")
 _LIVE = TaskState.READY | TaskState.WAITING | TaskState.STARTED
 
@@ -211,7 +212,7 @@ def project(engine: Engine, session, instance: InstanceRow, bundle, workflow, no
 
     for clock_id, row in open_rows.items():
         if clock_id not in wanted:
-            _close(row, now, calendar)
+            _close(row, now, calendar, cancelled=instance.status == "cancelled")
     new_ids = [clock_id for clock_id in wanted if clock_id not in open_rows]
     known = set(connection.scalars(_KNOWN_CLOCKS, {"ids": new_ids})) if new_ids else set()
     rows = [row for clock_id, row in open_rows.items() if clock_id in wanted]
@@ -328,11 +329,12 @@ def _resume(row: SlaClockRow, now: datetime, calendar: BusinessCalendar) -> str:
     return shift
 
 
-def _close(row: SlaClockRow, now: datetime, calendar: BusinessCalendar) -> None:
+def _close(row: SlaClockRow, now: datetime, calendar: BusinessCalendar, cancelled: bool = False) -> None:
+    """Close ``row`` at ``now``: ``met`` or ``missed`` by its T2, or ``cancelled`` with its case."""
     if row.paused_at is not None:
         _resume(row, now, calendar)
     row.closed_at, row.updated_at = now, now
-    row.outcome = "met" if now <= row.due_at else "missed"
+    row.outcome = "cancelled" if cancelled else "met" if now <= row.due_at else "missed"
 
 
 # -- queries -------------------------------------------------------------------------------------
@@ -354,8 +356,8 @@ def list_clocks(engine: Engine, flow: str | None = None, group: str | None = Non
     with engine.store.read() as session:
         query = (select(SlaClockRow, InstanceRow.business_key)
                  .join(InstanceRow, InstanceRow.id == SlaClockRow.instance_id))
-        wants_closed = bool(wanted & {"met", "missed", "closed"})
-        wants_open = not wanted or bool(wanted - {"met", "missed", "closed"})
+        wants_closed = bool(wanted & {*CLOSED_STATES, "closed"})
+        wants_open = not wanted or bool(wanted - {*CLOSED_STATES, "closed"})
         if not wants_closed:
             query = query.where(SlaClockRow.closed_at.is_(None))
         elif not wants_open:

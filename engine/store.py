@@ -285,7 +285,7 @@ class SlaClockRow(Base):
     at_risk_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    outcome: Mapped[str | None] = mapped_column(String(10))  # met, missed
+    outcome: Mapped[str | None] = mapped_column(String(10))  # met, missed, cancelled
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
