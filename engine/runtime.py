@@ -286,9 +286,14 @@ class Runtime:
 
     def _trigger_event_subprocess(self, workflow: BpmnWorkflow, trigger: str, message_name: str,
                                   data: dict[str, Any]) -> None:
-        """Start a message event sub-process, seeded with the instance's current variables."""
-        for start_event in event_subprocess_message_starts(workflow):
-            if trigger_id(workflow, start_event) == trigger and start_event.event_definition.name == message_name:
+        """Start a message event sub-process, seeded with the instance's current variables.
+
+        One of the instance's own is started by SpiffWorkflow's catch; one inside a running sub-process is
+        not (its catch looks only at the instance's own), so it is added to that sub-process here and the
+        message is caught there alone.
+        """
+        for host, start_event in event_subprocess_message_starts(workflow):
+            if trigger_id(host, start_event) == trigger and start_event.event_definition.name == message_name:
                 break
         else:
             raise ValueError(f"no task or event sub-process '{trigger}' waits for message '{message_name}'")
@@ -297,7 +302,11 @@ class Runtime:
         top = workflow.top_workflow
         before = set(top.subprocesses)
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
-        top.catch(BpmnEvent(start_event.event_definition, payload=payload))
+        event = BpmnEvent(start_event.event_definition, payload=payload)
+        if host is not top:
+            started = host.spec.start.trigger_wf(host.task_tree, start_event._wf_spec.name)
+            event.target = top.subprocesses[started]
+        top.catch(event)
         for sub_id in set(top.subprocesses) - before:
             seeded = [top.tasks.get(sub_id), *top.subprocesses[sub_id].tasks.values()]
             for task in seeded:
@@ -423,14 +432,14 @@ class Runtime:
             values = {key: task.data.get(key) for key in keys}
             views.append(SubscriptionView(str(task.id), task.task_spec.bpmn_id, definition.name,
                                           correlation_string(values)))
-        starts = [] if workflow.is_completed() else event_subprocess_message_starts(workflow)
+        starts = event_subprocess_message_starts(workflow)
         if starts:
             variables = self.variables(workflow)
-            for start_event in starts:
+            for host, start_event in starts:
                 keys = next((p[start_event.bpmn_id].get("correlation_keys") for p in bundle.meta.values()
                              if start_event.bpmn_id in p), None) or []
                 values = {key: variables.get(key) for key in keys}
-                views.append(SubscriptionView(trigger_id(workflow, start_event), start_event.bpmn_id,
+                views.append(SubscriptionView(trigger_id(host, start_event), start_event.bpmn_id,
                                               start_event.event_definition.name, correlation_string(values)))
         return views
 
@@ -471,21 +480,29 @@ class Runtime:
         return {**merged, **scope}
 
 
-def event_subprocess_message_starts(workflow: BpmnWorkflow) -> list:
-    """Message start events of the event sub-processes the running instance may trigger."""
+def event_subprocess_message_starts(workflow: BpmnWorkflow) -> list[tuple[Any, Any]]:
+    """Message start events of the event sub-processes the instance may trigger now, as (host, start event).
+
+    The host is the (sub-)workflow that directly contains the event sub-process: the instance while it runs,
+    or an embedded sub-process (or called process) while it runs; once its host has finished, an event
+    sub-process takes no message.
+    """
     top = workflow.top_workflow
+    hosts = [] if top.is_completed() else [top, *top.get_active_subprocesses()]
     starts = []
-    for name in top.spec.start.trigger_specs:
-        spec = top.subprocess_specs.get(name)
-        for start_event in spec.bpmn_start_events if spec is not None else []:
-            if isinstance(getattr(start_event, "event_definition", None), MessageEventDefinition):
-                starts.append(start_event)
+    for host in hosts:
+        for name in host.spec.start.trigger_specs:
+            spec = top.subprocess_specs.get(name)
+            for start_event in spec.bpmn_start_events if spec is not None else []:
+                if isinstance(getattr(start_event, "event_definition", None), MessageEventDefinition):
+                    starts.append((host, start_event))
     return starts
 
 
-def trigger_id(workflow: BpmnWorkflow, start_event) -> str:
-    """A stable subscription id for an event sub-process start of this instance."""
-    return str(uuid5(workflow.top_workflow.task_tree.id, start_event.bpmn_id))
+def trigger_id(host, start_event) -> str:
+    """A stable subscription id for an event sub-process start in ``host`` (the instance or one running
+    sub-process of it; see :func:`event_subprocess_message_starts`)."""
+    return str(uuid5(host.task_tree.id, start_event.bpmn_id))
 
 
 def rearm_date_timers(workflow: BpmnWorkflow) -> list[str]:

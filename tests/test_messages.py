@@ -128,6 +128,39 @@ def test_message_send_cli_buffers_broadcasts_and_lists(engine, db_url):
     assert refused.returncode == 1 and refused.stderr.startswith("gridflow: no instance waits")
 
 
+def test_an_event_sub_process_inside_an_embedded_sub_process_is_started_by_its_message(engine):
+    """nested_event_subprocess: 客户催问进度 starts 答复催问 inside 现场处理 while 现场抢修 waits."""
+    deploy(engine, "nested_event_subprocess.bpmn")
+    mine = engine.start("nested_event_subprocess", {"workOrderNo": "WO-31"})
+    other = engine.start("nested_event_subprocess", {"workOrderNo": "WO-32"})
+    assert [t.bpmn_id for t in mine.ready_tasks] == ["repairOnSite"]
+
+    chased = engine.correlate("msgSiteChase", {"workOrderNo": "WO-31"}, {"chaseNote": "客户催问进度"})
+    assert chased.id == mine.id  # delivered, not buffered
+    assert sorted(t.bpmn_id for t in engine.tasks(instance_id=mine.id)) == ["answerChase", "repairOnSite"]
+    assert chased.variables["chaseNote"] == "客户催问进度"
+    assert [t.bpmn_id for t in engine.tasks(instance_id=other.id)] == ["repairOnSite"]  # its key is WO-32
+    assert engine.messages() == []
+    again = engine.correlate("msgSiteChase", {"workOrderNo": "WO-31"}, {})  # non-interrupting: once more
+    assert sorted(t.bpmn_id for t in again.ready_tasks) == ["answerChase", "answerChase", "repairOnSite"]
+    later = engine.start("nested_event_subprocess", {"workOrderNo": "WO-34"})  # the cached spec is unchanged
+    assert [t.bpmn_id for t in later.ready_tasks] == ["repairOnSite"]
+
+
+def test_an_event_sub_process_inside_a_finished_embedded_sub_process_takes_no_message(engine):
+    deploy(engine, "nested_event_subprocess.bpmn")
+    instance = engine.start("nested_event_subprocess", {"workOrderNo": "WO-33"})
+    after = engine.complete(instance.ready_tasks[0].id, {}, user="agent1")  # 现场处理 ends
+    assert [t.bpmn_id for t in after.ready_tasks] == ["closeCase"]
+
+    late = engine.correlate("msgSiteChase", {"workOrderNo": "WO-33"}, {"chaseNote": "已办结后来电"})
+    assert late.buffered and late.state == "pending"  # as for any message nobody waits for
+    assert [t.bpmn_id for t in engine.tasks(instance_id=instance.id)] == ["closeCase"]
+    assert "chaseNote" not in engine.instance(instance.id).variables
+    with pytest.raises(NotFound, match="no instance waits for message 'msgSiteChase'"):
+        engine.correlate("msgSiteChase", {"workOrderNo": "WO-33"}, ttl="PT0S")
+
+
 # -- signals ------------------------------------------------------------------------------------------
 def test_a_signal_reaches_every_waiting_catch_and_boundary_event(engine):
     deploy(engine, "signal_wait.bpmn")
