@@ -131,7 +131,9 @@ class Instance:
 
 @dataclass(frozen=True)
 class TaskView:
-    """``Engine.task_view``: a work item, its form's JSON Schema (None without one) and the case variables."""
+    """``Engine.task_view``: a work item, its form's JSON Schema (None without one) and the variables its
+    operator sees: the case variables, with an open task's own over them (inside a multi-instance body, the
+    element — which meter, which customer — and the body's local variables)."""
 
     task: WorkItem
     form_schema: dict[str, Any] | None
@@ -562,11 +564,18 @@ class Engine:
             return _work_item(row)
 
     def task_view(self, task_id: str) -> TaskView:
-        """A task with what its operator needs: the form's JSON Schema and the case variables."""
+        """A task with what its operator needs: the form's JSON Schema and the variables it sees (``TaskView``)."""
+        import copy
+
         with self.store.read() as session:
             row = self._get_work_item(session, task_id)
             instance = session.get(models.InstanceRow, row.instance_id)
             variables = self.runtime.serializer.restore_data(instance.variables or {})
+            if row.state == "open" and instance.status == "running":
+                workflow = self.runtime.peek(self._bundle(session, instance.definition_id), instance.state_json)
+                task = self.runtime.find_task(workflow, row.id)
+                if task is not None:
+                    variables.update(copy.deepcopy(dict(task.data)))
             return TaskView(_work_item(row), self.forms.schema(row.form_key), variables,
                             instance.status)
 

@@ -125,12 +125,18 @@ def correlate(engine: Engine, message_name: str, correlation: dict[str, Any] | N
             raise Conflict(f"message '{message_name}' ({described}) matches {len(instance_ids)} instances: "
                            f"{', '.join(instance_ids[:5])}; give more correlation keys, or send it to all "
                            "of them as a broadcast (--all)")
+        catches = {i: sorted((m for m in matches if m.instance_id == i), key=lambda m: (m.bpmn_id, m.id))
+                   for i in instance_ids}
+        if not broadcast and instance_ids and len(catches[instance_ids[0]]) > 1:
+            names = ", ".join(m.bpmn_id for m in catches[instance_ids[0]])
+            raise Conflict(f"message '{message_name}' ({described}) matches {len(catches[instance_ids[0]])} "
+                           f"catches of instance {instance_ids[0]}: {names}; give more correlation keys, or send "
+                           "it to all of them as a broadcast (--all)")
         if instance_ids:
             delivered = []
             for instance_id in instance_ids:
-                match = next(m for m in matches if m.instance_id == instance_id)
-                view = _deliver(engine, session, instance_id, match.id, message_name, correlation, data, user,
-                                strict=not broadcast)
+                view = _deliver(engine, session, instance_id, catches[instance_id], message_name, correlation,
+                                data, user, strict=not broadcast)
                 if view is not None:
                     delivered.append(view)
             return delivered if broadcast else delivered[0]
@@ -158,21 +164,27 @@ def correlate(engine: Engine, message_name: str, correlation: dict[str, Any] | N
         return _view(engine, row)
 
 
-def _deliver(engine: Engine, session, instance_id: str, task_id: str, message_name: str,
+def _deliver(engine: Engine, session, instance_id: str, catches: list[SubscriptionRow], message_name: str,
              correlation: dict[str, Any], data: dict[str, Any], user: str | None, strict: bool):
+    """Give the message to each of ``catches`` (the instance's matching subscription rows) in one step."""
     instance = engine._lock_instance(session, instance_id)
-    still = session.scalars(select(SubscriptionRow).where(SubscriptionRow.id == task_id)
-                            .execution_options(populate_existing=True)).first()
-    if instance.status != "running" or still is None:
+    ids = [c.id for c in catches]
+    still = {row.id: row for row in session.scalars(select(SubscriptionRow).where(SubscriptionRow.id.in_(ids))
+                                                    .execution_options(populate_existing=True))}
+    if instance.status != "running" or len(still) < len(ids):
         if strict:
             raise Conflict(f"instance {instance_id} stopped waiting for message '{message_name}' "
                            "while it was being delivered; try again")
-        return None
+        ids = [i for i in ids if i in still] if instance.status == "running" else []
+        if not ids:
+            return None
     bundle = engine._bundle(session, instance.definition_id)
     workflow = engine.runtime.load(bundle, instance.state_json)
-    engine.runtime.deliver_message(workflow, task_id, message_name, data)
-    records = [StepRecord("message_received", task_id, still.bpmn_id,
-                          {"message": message_name, "correlation": correlation, "data": data})]
+    records = []
+    for task_id in ids:
+        engine.runtime.deliver_message(workflow, task_id, message_name, data)
+        records.append(StepRecord("message_received", task_id, still[task_id].bpmn_id,
+                                  {"message": message_name, "correlation": correlation, "data": data}))
     engine._advance_and_save(session, instance, bundle, workflow, records, user)
     return engine._instance_view(session, instance)
 

@@ -282,15 +282,16 @@ class Runtime:
             raise ValueError(f"task {task.task_spec.bpmn_id} does not wait for message '{message_name}'")
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
         share_with_live_tasks(task, data)
-        workflow.catch(BpmnEvent(definition, payload=payload))
+        catch_at(task, BpmnEvent(definition, payload=payload))
 
     def _trigger_event_subprocess(self, workflow: BpmnWorkflow, trigger: str, message_name: str,
                                   data: dict[str, Any]) -> None:
         """Start a message event sub-process, seeded with the instance's current variables.
 
-        One of the instance's own is started by SpiffWorkflow's catch; one inside a running sub-process is
-        not (its catch looks only at the instance's own), so it is added to that sub-process here and the
-        message is caught there alone.
+        The event sub-process is added to its host (the instance, or the running sub-process it lies in)
+        and the message is caught by its start event alone: SpiffWorkflow's own catch would also hand it
+        to every other task of the case waiting for a message of that name, and looks only at the
+        instance's own event sub-processes.
         """
         for host, start_event in event_subprocess_message_starts(workflow):
             if trigger_id(host, start_event) == trigger and start_event.event_definition.name == message_name:
@@ -302,11 +303,9 @@ class Runtime:
         top = workflow.top_workflow
         before = set(top.subprocesses)
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
-        event = BpmnEvent(start_event.event_definition, payload=payload)
-        if host is not top:
-            started = host.spec.start.trigger_wf(host.task_tree, start_event._wf_spec.name)
-            event.target = top.subprocesses[started]
-        top.catch(event)
+        started = top.subprocesses[host.spec.start.trigger_wf(host.task_tree, start_event._wf_spec.name)]
+        [start] = [t for t in started.tasks.values() if t.task_spec is start_event]
+        catch_at(start, BpmnEvent(start_event.event_definition, payload=payload))
         for sub_id in set(top.subprocesses) - before:
             seeded = [top.tasks.get(sub_id), *top.subprocesses[sub_id].tasks.values()]
             for task in seeded:
@@ -478,6 +477,19 @@ class Runtime:
         for task in sorted(live, key=lambda t: t.last_state_change):
             merged.update(task.data)
         return {**merged, **scope}
+
+
+def catch_at(task, event: BpmnEvent) -> None:
+    """Deliver ``event`` to the waiting ``task`` alone.
+
+    ``BpmnWorkflow.catch`` gives a message to every task of the case waiting for one of that name,
+    whatever its correlation (all instances of a multi-instance receive task, a main-path catch and an
+    event sub-process start alike); gridflow has already chosen the catch by its correlation keys.
+    """
+    if not task.task_spec.catches(task, event):
+        raise ValueError(f"task {task.task_spec.bpmn_id} does not catch {event.event_definition.name}")
+    task.task_spec.catch(task, event)
+    task.task_spec._update(task)
 
 
 def event_subprocess_message_starts(workflow: BpmnWorkflow) -> list[tuple[Any, Any]]:

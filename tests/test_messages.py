@@ -161,6 +161,35 @@ def test_an_event_sub_process_inside_a_finished_embedded_sub_process_takes_no_me
         engine.correlate("msgSiteChase", {"workOrderNo": "WO-33"}, ttl="PT0S")
 
 
+def test_a_message_reaches_only_the_catch_its_correlation_keys_choose(engine):
+    """meter_confirmations: one 等待装表回执 per meter (keyed by meterNo), and 等待现场具备条件 in parallel
+    with a 催问现场 event sub-process that both wait for msgSiteReady under the same key."""
+    deploy(engine, "meter_confirmations.bpmn")
+    case = engine.start("meter_confirmations", {"meters": ["M1", "M2", "M3"], "workOrderNo": "WO-9"})
+    assert case.ready_tasks == []
+
+    def meters_to_check():
+        return sorted(engine.task_view(t.id).variables["meterNo"] for t in engine.tasks(instance_id=case.id)
+                      if t.bpmn_id == "checkMeter")
+
+    engine.correlate("msgMeterInstalled", {"meterNo": "M2"}, {"installedBy": "装表班"})
+    assert meters_to_check() == ["M2"]  # not every meter's catch
+    engine.correlate("msgMeterInstalled", {"meterNo": "M1"}, {})
+    assert meters_to_check() == ["M1", "M2"]
+
+    history = engine.history(case.id)
+    with pytest.raises(Conflict, match=r"matches 2 catches of instance .*: startChase, waitSiteReady; give more"):
+        engine.correlate("msgSiteReady", {"workOrderNo": "WO-9"}, {})
+    assert engine.history(case.id) == history  # nothing delivered
+    [reached] = engine.correlate("msgSiteReady", {"workOrderNo": "WO-9"}, {"siteNote": "已具备"}, broadcast=True)
+    assert reached.id == case.id
+    assert [e.bpmn_id for e in engine.history(case.id)[len(history):] if e.type == "message_received"] == [
+        "startChase", "waitSiteReady"]
+    assert sorted(t.bpmn_id for t in engine.tasks(instance_id=case.id)) == ["answerChase", "checkMeter", "checkMeter"]
+    again = engine.correlate("msgSiteReady", {"workOrderNo": "WO-9"}, {})  # only the event sub-process waits now
+    assert sorted(t.bpmn_id for t in again.ready_tasks).count("answerChase") == 2
+
+
 # -- signals ------------------------------------------------------------------------------------------
 def test_a_signal_reaches_every_waiting_catch_and_boundary_event(engine):
     deploy(engine, "signal_wait.bpmn")
