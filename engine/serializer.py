@@ -22,6 +22,7 @@ from uuid import UUID
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
+from SpiffWorkflow.bpmn.serializer.default.event_definition import TimerConditionalEventDefinitionConverter
 from SpiffWorkflow.bpmn.serializer.default.workflow import (
     BpmnSubWorkflowConverter,
     BpmnWorkflowConverter,
@@ -34,7 +35,14 @@ from SpiffWorkflow.camunda.serializer.config import CAMUNDA_CONFIG
 from SpiffWorkflow.camunda.serializer.event_definition import MessageEventDefinitionConverter
 from SpiffWorkflow.util.task import TaskState
 
-from .bpmn import GridflowMessageEventDefinition, GridflowSignalEventDefinition, SafeScriptEngine
+from .bpmn import (
+    ClockedCycle,
+    ClockedDuration,
+    ClockedTimeDate,
+    GridflowMessageEventDefinition,
+    GridflowSignalEventDefinition,
+    SafeScriptEngine,
+)
 
 #: set to "1" to check every dump against SpiffWorkflow's own serializer (the test suite does)
 VERIFY_ENV = "GRIDFLOW_VERIFY_STATE"
@@ -113,6 +121,8 @@ def _build_registry(task_texts: bool = True):
         config[BpmnSubWorkflow] = TaskTextSubWorkflowConverter
     config[GridflowMessageEventDefinition] = MessageEventDefinitionConverter
     config[GridflowSignalEventDefinition] = EventDefinitionConverter
+    for timer in (ClockedTimeDate, ClockedDuration, ClockedCycle):  # an event-based gateway's task keeps
+        config[timer] = TimerConditionalEventDefinitionConverter  # the timer event it caught (a BpmnEvent)
     registry = BpmnWorkflowSerializer.configure(config)
     registry.register(Decimal, lambda v: {"value": str(v)}, lambda v: Decimal(v["value"]))
     registry.register(date, lambda v: {"value": v.isoformat()}, lambda v: date.fromisoformat(v["value"]))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
 from conftest import BPMN, SHANGHAI
-from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.serializer import BpmnWorkflowSerializer
 from SpiffWorkflow.util.task import TaskState
 
-from engine.bpmn import GridflowParser, SafeScriptEngine
+from engine.bpmn import ClockedCycle, ClockedDuration, ClockedTimeDate, GridflowParser, SafeScriptEngine
 from engine.clock import FixedClock
 from engine.serializer import VERIFY_ENV, StateSerializer, _build_registry
 
@@ -173,3 +174,13 @@ def test_a_finished_multi_instance_task_that_takes_a_rerun_instance_is_written_a
     task.run()
     workflow.do_engine_steps()
     assert "999" in serializer.dumps(workflow)  # equal to SpiffWorkflow's text (checked), with the re-run result
+
+
+@pytest.mark.parametrize("timer", [ClockedTimeDate("payDeadline", "payDeadline"), ClockedDuration("overdue", "'PT72H'"),
+                                   ClockedCycle("remind", "'R3/PT1H'")], ids=lambda t: type(t).__name__)
+def test_a_caught_clocked_timer_event_round_trips(timer):
+    """An event-based gateway's task keeps the timer event it caught in its internal data (state, not spec)."""
+    registry = _build_registry()
+    restored = registry.restore(json.loads(json.dumps(registry.convert(BpmnEvent(timer)))))
+    assert type(restored.event_definition) is type(timer) and restored.event_definition == timer
+    assert restored.event_definition.expression == timer.expression
