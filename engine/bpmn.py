@@ -8,6 +8,7 @@ This module closes the SpiffWorkflow 3.2.0 traps listed in the architecture guid
   ``NameError: script``;
 - timers read "now" from the engine clock, accept unquoted ISO 8601 and ``${var}``, and refuse
   date-times without an offset;
+- an event-based gateway takes the path of the first event only (:class:`FirstEventWins`);
 - message events use one event-definition class for every catch, throw and receive task, and
   merge a dict payload into the catching task's variables;
 - merging data between tasks (joins, inherited data, multi-instance results) never changes a
@@ -27,12 +28,13 @@ from uuid import UUID
 from SpiffWorkflow.bpmn import BpmnEvent
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.parser.BpmnParser import full_tag
-from SpiffWorkflow.bpmn.parser.event_parsers import ReceiveTaskParser
+from SpiffWorkflow.bpmn.parser.event_parsers import EventBasedGatewayParser, ReceiveTaskParser
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.specs.control import BpmnStartTask
 from SpiffWorkflow.bpmn.specs.defaults import (
     BoundaryEvent,
     EndEvent,
+    EventBasedGateway,
     IntermediateCatchEvent,
     IntermediateThrowEvent,
     ManualTask,
@@ -40,6 +42,8 @@ from SpiffWorkflow.bpmn.specs.defaults import (
     StartEvent,
 )
 from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.simple import NoneEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     CycleTimerEventDefinition,
     DurationTimerEventDefinition,
@@ -130,6 +134,34 @@ def tasks_in_state(workflow, state: int) -> list:
     found = [t for t in top.tasks.values() if t.state & state]
     for sub in top.subprocesses.values():
         found.extend(t for t in sub.tasks.values() if t.state & state)
+    return found
+
+
+def caught_event(task) -> tuple[Any, Any]:
+    """What ``task`` catches: (its event definition, or None, and the task that records the event).
+
+    SpiffWorkflow moves the definitions of the events after an event-based gateway to the gateway, which
+    waits for them all, and leaves each event a none event. For such an event this gives the definition
+    the gateway holds for it, and the gateway (where its timer keeps its instant, and a payload lands).
+    """
+    definition = getattr(task.task_spec, "event_definition", None)
+    if type(definition) is NoneEventDefinition:
+        gateway = task.parent
+        if gateway is not None and isinstance(gateway.task_spec, EventBasedGateway):
+            spec = gateway.task_spec
+            return spec.event_definition.event_definitions[spec.outputs.index(task.task_spec)], gateway
+    return definition, task
+
+
+def waiting_catches(workflow) -> list:
+    """The tasks whose events the workflow waits for now: every WAITING task, except that a WAITING
+    event-based gateway is replaced by the (predicted) events after it (see :func:`caught_event`)."""
+    found = []
+    for task in tasks_in_state(workflow, TaskState.WAITING):
+        if isinstance(task.task_spec, EventBasedGateway):
+            found.extend(task.children)
+        else:
+            found.append(task)
     return found
 
 
@@ -417,6 +449,29 @@ class _GridflowEvents:
                                               definition.expression, result_var)
 
 
+class FirstEventWins(MultipleEventDefinition):
+    """What an event-based gateway waits for: the events after it, of which the first one caught wins.
+
+    SpiffWorkflow's ``MultipleEventDefinition`` also takes a timer whose instant had passed when a message
+    or signal was caught (no command had fired it yet), and the gateway then follows both paths. Here,
+    once one event is caught the others are ignored and withdrawn with their paths.
+    """
+
+    def has_fired(self, my_task) -> bool:
+        return bool(my_task.internal_data.get("seen_events")) or super().has_fired(my_task)
+
+    def catch(self, my_task, event=None) -> None:
+        if not my_task.internal_data.get("seen_events"):
+            super().catch(my_task, event)
+
+
+class EventGatewayParser(EventBasedGatewayParser):
+    """An event-based gateway waits with :class:`FirstEventWins`."""
+
+    def create_task(self):
+        return self._create_task(FirstEventWins())
+
+
 class StartParser(_GridflowEvents, CamundaStartEventParser):
     pass
 
@@ -480,6 +535,7 @@ class GridflowParser(CamundaParser):
         full_tag("intermediateCatchEvent"): (CatchParser, IntermediateCatchEvent),
         full_tag("intermediateThrowEvent"): (ThrowParser, IntermediateThrowEvent),
         full_tag("boundaryEvent"): (BoundaryParser, BoundaryEvent),
+        full_tag("eventBasedGateway"): (EventGatewayParser, EventBasedGateway),
     }
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from SpiffWorkflow.bpmn import BpmnEvent
 from sqlalchemy import and_, or_, select
 
+from .bpmn import caught_event
 from .errors import Conflict, InvalidInput, NotFound
 from .runtime import StepRecord, correlation_string
 from .sla import parse_duration
@@ -373,7 +374,7 @@ def send_signal(engine: Engine, session, name: str, data: dict[str, Any], user: 
             if not waits:
                 continue
             caught = [t.task_spec.bpmn_id for t in waits]
-            workflow.catch(BpmnEvent(waits[0].task_spec.event_definition, payload=copy.deepcopy(data)))
+            workflow.catch(BpmnEvent(caught_event(waits[0])[0], payload=copy.deepcopy(data)))
             records = [StepRecord("signal_received", str(waits[0].id), waits[0].task_spec.bpmn_id,
                                   _received(name, data, source, caught_by=caught))]
             engine._advance_and_save(session, instance, bundle, workflow, records, user)

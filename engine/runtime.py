@@ -28,11 +28,13 @@ from .bpmn import (
     ClockedTimeDate,
     HandlerTask,
     SafeScriptEngine,
+    caught_event,
     instance_scope,
     share_with_live_tasks,
     signals_thrown,
     sync_live_tasks,
     tasks_in_state,
+    waiting_catches,
 )
 from .clock import Clock
 from .serializer import StateSerializer
@@ -277,7 +279,7 @@ class Runtime:
         if task is None:
             self._trigger_event_subprocess(workflow, task_id, message_name, data)
             return
-        definition = _message_definition(task.task_spec)
+        definition = _message_definition(task)
         if definition is None or definition.name != message_name:
             raise ValueError(f"task {task.task_spec.bpmn_id} does not wait for message '{message_name}'")
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
@@ -317,7 +319,7 @@ class Runtime:
         """Trigger the message start event of a freshly created workflow."""
         workflow.do_engine_steps()
         for task in tasks_in_state(workflow, TaskState.WAITING):
-            definition = _message_definition(task.task_spec)
+            definition = _message_definition(task)
             if definition is not None and definition.name == message_name:
                 self.deliver_message(workflow, str(task.id), message_name, data)
                 return
@@ -352,18 +354,19 @@ class Runtime:
 
     @staticmethod
     def waiting_signals(workflow: BpmnWorkflow, name: str | None = None) -> list:
-        """Signal catches (intermediate or boundary) waiting now; only those of signal ``name`` when given."""
-        return [task for task in tasks_in_state(workflow, TaskState.WAITING)
-                if isinstance(getattr(task.task_spec, "event_definition", None), SignalEventDefinition)
-                and (name is None or task.task_spec.event_definition.name == name)]
+        """Signal catches (intermediate, boundary, after an event-based gateway) waiting now; only those of
+        signal ``name`` when given. Each task's signal is ``caught_event(task)[0]``."""
+        return [task for task in waiting_catches(workflow)
+                if isinstance(definition := caught_event(task)[0], SignalEventDefinition)
+                and (name is None or definition.name == name)]
 
     def waiting_timers(self, workflow: BpmnWorkflow) -> list[TimerView]:
         timers = []
-        for task in tasks_in_state(workflow, TaskState.WAITING):
-            definition = getattr(task.task_spec, "event_definition", None)
+        for task in waiting_catches(workflow):
+            definition, holder = caught_event(task)
             if not isinstance(definition, TimerEventDefinition):
                 continue
-            value = task._get_internal_data("event_value")
+            value = holder._get_internal_data("event_value")
             if value is None:
                 continue
             if isinstance(definition, CycleTimerEventDefinition):
@@ -379,7 +382,7 @@ class Runtime:
         for cycles (the baseline of :meth:`fired_timers`)."""
         marks: dict[str, Any] = {}
         for task in tasks_in_state(workflow, TaskState.ANY_MASK):
-            definition = getattr(task.task_spec, "event_definition", None)
+            definition = caught_event(task)[0]
             if not isinstance(definition, TimerEventDefinition):
                 continue
             if isinstance(definition, CycleTimerEventDefinition):
@@ -413,7 +416,7 @@ class Runtime:
                 if not mark or previous:
                     continue
                 task = self.find_task(workflow, task_id)
-                value = task._get_internal_data("event_value")
+                value = caught_event(task)[1]._get_internal_data("event_value")
             try:
                 due = datetime.fromisoformat(value) if isinstance(value, str) else None
             except ValueError:
@@ -423,12 +426,12 @@ class Runtime:
 
     def subscriptions(self, workflow: BpmnWorkflow, bundle: SpecBundle) -> list[SubscriptionView]:
         views = []
-        for task in tasks_in_state(workflow, TaskState.WAITING):
-            definition = _message_definition(task.task_spec)
-            if definition is None:
+        for task in waiting_catches(workflow):
+            definition, holder = caught_event(task)
+            if not isinstance(definition, MessageEventDefinition):
                 continue
             keys = bundle.info(task).get("correlation_keys") or []
-            values = {key: task.data.get(key) for key in keys}
+            values = {key: holder.data.get(key) for key in keys}
             views.append(SubscriptionView(str(task.id), task.task_spec.bpmn_id, definition.name,
                                           correlation_string(values)))
         starts = event_subprocess_message_starts(workflow)
@@ -520,17 +523,17 @@ def trigger_id(host, start_event) -> str:
 def rearm_date_timers(workflow: BpmnWorkflow) -> list[str]:
     """Make every waiting ``timeDate`` timer re-evaluate its instant from the current variables."""
     rearmed = []
-    for task in tasks_in_state(workflow, TaskState.WAITING):
-        definition = getattr(task.task_spec, "event_definition", None)
-        if isinstance(definition, ClockedTimeDate) and not task._get_internal_data("event_fired", False):
-            task.internal_data.pop("event_value", None)
-            definition.has_fired(task)
+    for task in waiting_catches(workflow):
+        definition, holder = caught_event(task)
+        if isinstance(definition, ClockedTimeDate) and not holder._get_internal_data("event_fired", False):
+            holder.internal_data.pop("event_value", None)
+            definition.has_fired(holder)
             rearmed.append(task.task_spec.bpmn_id)
     return rearmed
 
 
-def _message_definition(task_spec) -> MessageEventDefinition | None:
-    definition = getattr(task_spec, "event_definition", None)
+def _message_definition(task) -> MessageEventDefinition | None:
+    definition = caught_event(task)[0]
     return definition if isinstance(definition, MessageEventDefinition) else None
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
+from .bpmn import caught_event
 from .store import JobRow, SignalSubscriptionRow, SubscriptionRow, TimerRow
 
 if TYPE_CHECKING:
@@ -54,8 +55,7 @@ def of_workflow(runtime: Runtime, workflow, bundle: SpecBundle, subscriptions: l
     return Waits(
         timers={t.task_id: (t.bpmn_id, t.due_at) for t in runtime.waiting_timers(workflow)},
         messages={s.task_id: (s.bpmn_id, s.message_name, s.correlation) for s in subscriptions},
-        signals={str(t.id): (t.task_spec.bpmn_id, t.task_spec.event_definition.name)
-                 for t in runtime.waiting_signals(workflow)},
+        signals={str(t.id): (t.task_spec.bpmn_id, caught_event(t)[0].name) for t in runtime.waiting_signals(workflow)},
         jobs={str(t.id): t.task_spec.bpmn_id for t in runtime.ready_handler_tasks(workflow)
               if runtime.is_async(t, bundle)},
     )
