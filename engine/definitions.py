@@ -256,9 +256,7 @@ def _lint_process(process, add, known_topics, form_exists=None) -> None:
         elif tag in ("timeDate", "timeDuration", "timeCycle"):
             _lint_timer(element, tag, add)
         elif tag == "eventBasedGateway":
-            add("error", element, "bpmn:eventBasedGateway is not supported yet (the engine does not wait on the "
-                                  "events after it); model the wait as a receive task or message catch event "
-                                  "with a timer boundary event")
+            _lint_event_gateway(element, flows, add)
         elif tag == "subProcess" and element.get("triggeredByEvent") == "true":
             for start in element.findall(f"{{{BPMN_NS}}}startEvent"):
                 if start.get("isInterrupting") != "false":
@@ -335,6 +333,41 @@ def _lint_gateway(gateway, flows, add) -> None:
         if flow.find(f"{{{BPMN_NS}}}conditionExpression") is None:
             add("error", flow, f"sequence flow leaves gateway '{gateway.get('id')}' without a condition "
                                "and is not its default flow")
+
+
+_GATEWAY_EVENTS = ("messageEventDefinition", "signalEventDefinition", "timerEventDefinition")
+
+
+def _lint_event_gateway(gateway, flows, add) -> None:
+    """An event-based gateway waits for the events its paths start with: message, signal or timer catch
+    events and receive tasks, reached only from it, at most one of them a timer and that not a cycle."""
+    name = gateway.get("id")
+    if gateway.get("instantiate") == "true" or gateway.get("eventGatewayType", "Exclusive") != "Exclusive":
+        add("error", gateway, "only an exclusive event-based gateway inside a process is supported "
+                              "(no instantiate=\"true\", no eventGatewayType=\"Parallel\")")
+    timers = 0
+    for ref in gateway.findall(f"{{{BPMN_NS}}}outgoing"):
+        flow = flows.get((ref.text or "").strip())
+        target = next((e for e in gateway.getparent() if flow is not None
+                       and e.get("id") == flow.get("targetRef")), None)
+        if target is None:
+            continue
+        tag = _local(target.tag)
+        kinds = [_local(d.tag) for d in target if _local(d.tag) in _GATEWAY_EVENTS]
+        if not (tag == "receiveTask" or (tag == "intermediateCatchEvent" and len(kinds) == 1)):
+            add("error", target, f"follows event-based gateway '{name}': only a message, signal or timer "
+                                 "catch event or a receive task may")
+            continue
+        if sum(f.get("targetRef") == target.get("id") for f in flows.values()) > 1:
+            add("error", target, f"follows event-based gateway '{name}' and has another incoming flow "
+                                 "(it would not wait when reached that way)")
+        if kinds == ["timerEventDefinition"]:
+            timers += 1
+            if target.find(f"{{{BPMN_NS}}}timerEventDefinition/{{{BPMN_NS}}}timeCycle") is not None:
+                add("error", target, f"a timeCycle after event-based gateway '{name}' is not supported; "
+                                     "use timeDuration or timeDate")
+    if timers > 1:
+        add("error", gateway, "an event-based gateway may wait for one timer only; take the earliest")
 
 
 def _lint_script(task, add) -> None:

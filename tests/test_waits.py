@@ -5,7 +5,7 @@ so a drift would never heal by itself: this is the invariant it rests on (both s
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from conftest import BPMN, SHANGHAI
@@ -81,5 +81,35 @@ def test_signal_subscriptions_follow_the_state(db_url):
         engine.signal("areaRestored", {"restoredAt": "10:20"})
         stored, expected = rows_and_state(engine, waiting.id)
         assert stored == expected and not stored.signals
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached-workflow", "state-read-back"])
+def test_the_wait_rows_follow_the_state_through_an_event_based_gateway(db_url, cached):
+    """Each event after the gateway has a row of its own; the one caught and the ones withdrawn leave none."""
+    clock = FixedClock(T0)
+    engine = Engine(db_url, clock=clock)
+
+    def check(instance_id: str) -> waits.Waits:
+        stored, expected = rows_and_state(engine, instance_id)
+        assert stored == expected
+        if not cached:
+            engine.runtime._recent.clear()
+        return stored
+
+    try:
+        engine.deploy([BPMN / "payment_wait.bpmn"])
+        paid, overdue = (engine.start("payment_wait", {"workOrderNo": n}) for n in ("WO-1", "WO-2"))
+        for case in (paid, overdue):
+            stored = check(case.id)
+            assert len(stored.timers) == len(stored.messages) == 1
+        engine.correlate("paymentReceived", {"workOrderNo": "WO-1"}, {"paidYuan": 120})
+        assert check(paid.id) == waits.NOTHING and len(check(overdue.id).messages) == 1
+        clock.advance(timedelta(hours=72))
+        assert engine.run_due() == 1
+        assert check(overdue.id) == waits.NOTHING
+        assert [t.bpmn_id for t in engine.instance(paid.id).ready_tasks] == ["connectSupply"]
+        assert [t.bpmn_id for t in engine.instance(overdue.id).ready_tasks] == ["chaseArrears"]
     finally:
         engine.close()
