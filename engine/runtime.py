@@ -279,12 +279,12 @@ class Runtime:
         if task is None:
             self._trigger_event_subprocess(workflow, task_id, message_name, data)
             return
-        definition = _message_definition(task)
-        if definition is None or definition.name != message_name:
+        definition, holder = caught_event(task)  # after an event-based gateway, the gateway catches for it
+        if not isinstance(definition, MessageEventDefinition) or definition.name != message_name:
             raise ValueError(f"task {task.task_spec.bpmn_id} does not wait for message '{message_name}'")
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
         share_with_live_tasks(task, data)
-        catch_at(task, BpmnEvent(definition, payload=payload))
+        catch_at(holder, BpmnEvent(definition, payload=payload))
 
     def _trigger_event_subprocess(self, workflow: BpmnWorkflow, trigger: str, message_name: str,
                                   data: dict[str, Any]) -> None:
