@@ -13,7 +13,10 @@ This module closes the SpiffWorkflow 3.2.0 traps listed in the architecture guid
   merge a dict payload into the catching task's variables;
 - merging data between tasks (joins, inherited data, multi-instance results) never changes a
   nested list or dict in place, so what a finished task recorded stays as it was
-  (:func:`merge_copying_on_write`).
+  (:func:`merge_copying_on_write`);
+- a parallel or inclusive join on a loop (a rework loop back to before its split) waits, in every
+  round, for the branches of that round (:class:`LoopSafeParallelGateway`,
+  :class:`LoopSafeInclusiveGateway`).
 """
 
 from __future__ import annotations
@@ -29,15 +32,18 @@ from SpiffWorkflow.bpmn import BpmnEvent
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.parser.BpmnParser import full_tag
 from SpiffWorkflow.bpmn.parser.event_parsers import EventBasedGatewayParser, ReceiveTaskParser
+from SpiffWorkflow.bpmn.parser.task_parsers import ConditionalGatewayParser, GatewayParser
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.specs.control import BpmnStartTask
 from SpiffWorkflow.bpmn.specs.defaults import (
     BoundaryEvent,
     EndEvent,
     EventBasedGateway,
+    InclusiveGateway,
     IntermediateCatchEvent,
     IntermediateThrowEvent,
     ManualTask,
+    ParallelGateway,
     ReceiveTask,
     StartEvent,
 )
@@ -515,6 +521,131 @@ class TriggerWithoutRewiring(BpmnStartTask):
         return child.id
 
 
+def _previous_activation(spec, my_task):
+    """The task of join ``spec`` that ``my_task``'s path last went through (the join fired there in an earlier
+    round of a loop), or None in the first round."""
+    task = my_task.parent
+    while task is not None:
+        if task.task_spec is spec:
+            return task
+        task = task.parent
+    return None
+
+
+def _activation_tasks(spec, my_task) -> list:
+    """The tasks of join ``spec`` that belong to ``my_task``'s round: those below the previous activation (the
+    whole tree in the first round). Tasks of earlier rounds stay in SpiffWorkflow's tree; they are not counted."""
+    previous = _previous_activation(spec, my_task)
+    stack = list(previous.children) if previous is not None else [my_task.workflow.task_tree]
+    found = []
+    while stack:
+        task = stack.pop()
+        if task.task_spec is spec:
+            found.append(task)
+        stack.extend(task.children)
+    return found
+
+
+def _descends_from(task, ancestor) -> bool:
+    parent = task.parent
+    while parent is not None:
+        if parent is ancestor:
+            return True
+        parent = parent.parent
+    return False
+
+
+class _LoopSafeJoin:
+    """Join specs that count only the arrivals of the current round of a loop.
+
+    SpiffWorkflow 3.2.0 decides whether a join may fire, and which branches' data it merges, from every task
+    of the join spec in the instance. A loop back to before the split keeps the earlier rounds' join tasks in
+    the tree (the branch that arrived first waited there and was cancelled when the join fired), so in the
+    next round the join took those branches as already arrived and fired after one branch; the late branch
+    then fired it again and dropped what the early firing had started, and once that held another join task
+    the merge failed with ``AttributeError: 'NoneType' object has no attribute 'data'``. Here only tasks
+    below the join's previous firing on the same path count (:func:`_activation_tasks`).
+    """
+
+    def _merge_branches(self, my_task) -> None:
+        """SpiffWorkflow's ``UnstructuredJoin._run_hook``, over the tasks of this round only."""
+        finished = [t for t in _activation_tasks(self, my_task)
+                    if t is not my_task and t.has_state(TaskState.FINISHED_MASK)]
+        for task in sorted(finished, key=lambda t: t.last_state_change):
+            if task.id not in my_task.workflow.tasks:  # dropped with the children of an earlier one
+                continue
+            DeepMerge.merge(my_task.data, task.parent.data)
+            if task.has_state(TaskState.COMPLETED):  # a reset into a branch: drop what the other branch left
+                task._drop_children(force=True)
+        my_task._inherit_data()
+
+    def _run_hook(self, my_task):
+        self._merge_branches(my_task)
+        return True
+
+
+class LoopSafeParallelGateway(_LoopSafeJoin, ParallelGateway):
+    """``parallelGateway``: fires when every incoming flow has a token of this round."""
+
+    def _check_threshold_unstructured(self, my_task):
+        waiting = set(self.inputs)
+        for task in _activation_tasks(self, my_task):
+            if _descends_from(task, my_task):
+                # SpiffWorkflow's rule for a join a loop re-enters: in its first round, an input that is reached
+                # only after the join fires is not waited for
+                ancestor = task
+                while ancestor is not None and ancestor.task_spec not in waiting:
+                    ancestor = ancestor.parent
+                if ancestor is not None:
+                    waiting.discard(ancestor.task_spec)
+            elif task.parent is not None and task.parent.state == TaskState.COMPLETED:
+                waiting.discard(task.parent.task_spec)
+        return not waiting
+
+
+class LoopSafeInclusiveGateway(_LoopSafeJoin, InclusiveGateway):
+    """``inclusiveGateway``: fires when a flow of this round has a token and no live token can still reach an
+    incoming flow without one unless it can also reach one with a token (the BPMN rule), never passing the
+    gateway itself. Live tokens are the instance's definite unfinished tasks (future, waiting, ready, started).
+    """
+
+    def _check_threshold_unstructured(self, my_task):
+        arrived = {t.parent.task_spec for t in _activation_tasks(self, my_task)
+                   if t.parent is not None and t.parent.state == TaskState.COMPLETED}
+        empty = [spec for spec in self.inputs if spec not in arrived]
+        if not arrived or not empty:
+            return bool(arrived)
+        for token in {t.task_spec for t in my_task.workflow.tasks.values()
+                      if t.state & TaskState.DEFINITE_MASK and t.task_spec is not self}:
+            reached = self._reached_inputs(token)
+            if reached & set(empty) and not reached & arrived:
+                return False
+        return True
+
+    def _reached_inputs(self, start) -> set:
+        """The incoming flows' sources of this gateway that a token at ``start`` can reach without passing it."""
+        inputs, reached, seen, stack = set(self.inputs), set(), set(), [start]
+        while stack:
+            spec = stack.pop()
+            if spec in seen or spec is self:
+                continue
+            seen.add(spec)
+            if spec in inputs:
+                reached.add(spec)
+            stack.extend(spec.outputs)
+        return reached
+
+    def _run_hook(self, my_task):
+        self._merge_branches(my_task)
+        matches, defaults = self._get_matching_outputs(my_task)
+        if not matches and not defaults:
+            raise WorkflowTaskException("No conditions satisfied on gateway", task=my_task)
+        my_task._sync_children(matches or defaults, TaskState.FUTURE)
+        for child in my_task.children:
+            child.task_spec._predict(child, mask=TaskState.FUTURE | TaskState.PREDICTED_MASK)
+        return True
+
+
 class GridflowParser(CamundaParser):
     """CamundaParser with gridflow's task specs and event parsers."""
 
@@ -528,6 +659,8 @@ class GridflowParser(CamundaParser):
         **CamundaParser.OVERRIDE_PARSER_CLASSES,
         full_tag("serviceTask"): (CamundaTaskParser, HandlerTask),
         full_tag("sendTask"): (CamundaTaskParser, HandlerTask),
+        full_tag("parallelGateway"): (GatewayParser, LoopSafeParallelGateway),
+        full_tag("inclusiveGateway"): (ConditionalGatewayParser, LoopSafeInclusiveGateway),
         full_tag("businessRuleTask"): (CamundaTaskParser, HandlerTask),
         full_tag("receiveTask"): (ReceiveParser, ReceiveTask),
         full_tag("startEvent"): (StartParser, StartEvent),
