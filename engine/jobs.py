@@ -46,7 +46,7 @@ from handlers.registry import BpmnError, HandlerContext
 
 from .bpmn import HandlerTask
 from .errors import Conflict, InvalidInput, NotFound
-from .runtime import StepFailed, StepRecord, share_with_live_tasks
+from .runtime import StepFailed, StepRecord, failure_kept, share_with_live_tasks
 from .sla import IsoDuration, parse_duration
 from .store import DefinitionRow, EventRow, IncidentRow, InstanceRow, JobRow
 
@@ -397,7 +397,8 @@ def _complete(engine: Engine, ticket: JobTicket, result: dict[str, Any], outbox:
         else:
             task.data.update(copy.deepcopy(result))
             share_with_live_tasks(task, result)
-            task.run()
+            with failure_kept(workflow):  # the handler completed; a failure is in what follows the task
+                task.run()
             records.append(StepRecord("handler_completed", ticket.id, ticket.bpmn_id,
                                       {"topic": ticket.topic, "result": result, "attempt": ticket.attempt,
                                        "worker": ticket.worker_id, "idempotency_key": ticket.idempotency_key}))
@@ -550,8 +551,8 @@ def retry_incident(engine: Engine, incident_id: int, user: str | None = None):
         bundle = engine._bundle(session, instance.definition_id)
         workflow = engine.runtime.load(bundle, instance.state_json)
         task = engine.runtime.find_task(workflow, row.task_id) if row.task_id else None
-        if task is not None and task.state == TaskState.ERROR:
-            task._set_state(TaskState.READY)
+        if task is not None:
+            engine.runtime.rerun(task)
         _close(row, now, user, "retried")
         records = [StepRecord("incident_retried", row.task_id, row.bpmn_id, {"incident": row.id, "kind": "step"})]
         engine._advance_and_save(session, instance, bundle, workflow, records, user)
@@ -586,7 +587,8 @@ def resolve_incident(engine: Engine, incident_id: int, data: dict[str, Any] | No
         if task.state == TaskState.ERROR:
             task._set_state(TaskState.READY)  # an expression failed: run it again on the corrected data
         if isinstance(task.task_spec, HandlerTask):
-            task.run()  # the handler is not called: the data stands in for its result
+            with failure_kept(workflow):
+                task.run()  # the handler is not called: the data stands in for its result
         if row.job_id:
             job = _lock_job(engine, session, row.job_id)
             if job is not None:

@@ -34,7 +34,7 @@ from sqlalchemy import and_, or_, select
 
 from .bpmn import caught_event
 from .errors import Conflict, InvalidInput, NotFound
-from .runtime import StepRecord, correlation_string
+from .runtime import StepRecord, correlation_string, failure_kept
 from .sla import parse_duration
 from .store import EventRow, InstanceRow, MessageBufferRow, SignalSubscriptionRow, SubscriptionRow
 from .waits import Waits, new_message_waits
@@ -374,7 +374,8 @@ def send_signal(engine: Engine, session, name: str, data: dict[str, Any], user: 
             if not waits:
                 continue
             caught = [t.task_spec.bpmn_id for t in waits]
-            workflow.catch(BpmnEvent(caught_event(waits[0])[0], payload=copy.deepcopy(data)))
+            with failure_kept(workflow):
+                workflow.catch(BpmnEvent(caught_event(waits[0])[0], payload=copy.deepcopy(data)))
             records = [StepRecord("signal_received", str(waits[0].id), waits[0].task_spec.bpmn_id,
                                   _received(name, data, source, caught_by=caught))]
             engine._advance_and_save(session, instance, bundle, workflow, records, user)

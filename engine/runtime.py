@@ -8,7 +8,10 @@ timers, message subscriptions, variables) that it writes in the same transaction
 from __future__ import annotations
 
 import copy
+import logging
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +23,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefin
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import CycleTimerEventDefinition, TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask as UserTaskMixin
 from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.task import Task
 from SpiffWorkflow.util.task import TaskState
 
 from handlers.registry import BpmnError, HandlerContext, HandlerSpec
@@ -39,9 +43,12 @@ from .bpmn import (
 from .clock import Clock
 from .serializer import StateSerializer
 
+log = logging.getLogger(__name__)
+
 MAX_STEPS_PER_COMMAND = 10_000
 _TIMER_BASELINE = "_gridflow_timer_marks"  # on a workflow object: its timer marks when last loaded or recorded
 RECENT_WORKFLOWS = 32  # workflow objects kept between commands (Runtime.load/dump); bounds the memory they use
+_KEPT_FAILURE = "_gridflow_step_failure"  # on a top-level workflow object: a StepFailed for the next advance
 
 
 class StepFailed(Exception):
@@ -51,6 +58,72 @@ class StepFailed(Exception):
         super().__init__(message)
         self.task_id = task_id
         self.bpmn_id = bpmn_id
+
+
+def step_failure(exc: Exception) -> StepFailed:
+    """An exception raised while SpiffWorkflow stepped the workflow, as a one-line StepFailed naming the task.
+
+    SpiffWorkflow raises its own exceptions for modelling and data problems, and gridflow's specs a
+    ``ValueError`` (``ExpressionError``) for a bad value, each with a message for people; anything else
+    (``AttributeError``, ``TypeError`` …) is a defect in SpiffWorkflow or gridflow, reported as unexpected.
+    The task is the exception's own, else the innermost task SpiffWorkflow was working on when it raised
+    (its spec methods all take ``my_task``).
+    """
+    task = _failing_task(exc)
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+    where = f" at {task.task_spec.bpmn_id}" if task is not None and task.task_spec.bpmn_id else ""
+    if isinstance(exc, (SpiffWorkflowException, ValueError)):
+        message = f"{text or type(exc).__name__}{where}"
+    else:
+        log.debug("unexpected error while stepping a workflow", exc_info=exc)
+        message = f"unexpected {type(exc).__name__}{where}" + (f": {text}" if text else "")
+    return StepFailed(message, str(task.id) if task is not None else None,
+                      task.task_spec.bpmn_id if task is not None else None)
+
+
+def _failing_task(exc: Exception):
+    task = getattr(exc, "task", None)
+    if isinstance(task, Task):
+        return task
+    frame = exc.__traceback__
+    while frame is not None:
+        candidate = frame.tb_frame.f_locals.get("my_task")
+        if isinstance(candidate, Task):
+            task = candidate
+        frame = frame.tb_next
+    return task if isinstance(task, Task) else None
+
+
+@contextmanager
+def failure_kept(workflow) -> Iterator[None]:
+    """Run SpiffWorkflow completing a task or catching an event outside :meth:`Runtime.advance` (it also updates
+    the tasks after it, e.g. a timer evaluates its instant). A failure is kept on the workflow, not raised:
+    the command goes on to ``Runtime.advance``, which raises it as StepFailed, so the step is saved with the
+    instance in error and an incident instead of the exception leaving the Engine call."""
+    try:
+        yield
+    except StepFailed as failure:
+        _keep(workflow, failure)
+    except Exception as exc:
+        _keep(workflow, step_failure(exc))
+
+
+def _keep(workflow, failure: StepFailed) -> None:
+    workflow.top_workflow.__dict__.setdefault(_KEPT_FAILURE, failure)
+
+
+def steps_done(workflow) -> bool:
+    """``workflow.do_engine_steps()`` outside :meth:`Runtime.advance`; False when it failed (the failure is kept)."""
+    with failure_kept(workflow):
+        workflow.do_engine_steps()
+    return _KEPT_FAILURE not in workflow.top_workflow.__dict__
+
+
+def raise_kept_failure(workflow) -> None:
+    """Raise the failure :func:`failure_kept` kept on the workflow, if any (and forget it)."""
+    failure = workflow.top_workflow.__dict__.pop(_KEPT_FAILURE, None)
+    if failure is not None:
+        raise failure
 
 
 @dataclass
@@ -174,23 +247,25 @@ class Runtime:
         """Run engine steps and synchronous handlers until only waits remain.
 
         Appends what happened to ``records``. Raises StepFailed at the first failing handler or
-        expression; the workflow is left consistent at that task (it stays READY).
+        expression (the workflow is left consistent at that task: it stays READY), and for any other
+        exception raised while SpiffWorkflow steps, here or in what the command did before (see
+        :func:`failure_kept`).
         """
         for _ in range(MAX_STEPS_PER_COMMAND):
+            raise_kept_failure(workflow)  # what the command did before (completing a task …) failed
             try:
                 workflow.refresh_timers()
                 workflow.do_engine_steps()
                 sync_live_tasks(workflow)
-            except SpiffWorkflowException as exc:
-                task = getattr(exc, "task", None)
-                raise StepFailed(_spiff_message(exc), str(task.id) if task else None,
-                                 task.task_spec.bpmn_id if task else None) from None
+            except Exception as exc:  # not only SpiffWorkflow's own: nothing may leave the Engine call
+                raise step_failure(exc) from exc
             runnable = [t for t in self.ready_handler_tasks(workflow)
                         if not self.is_async(t, bundle)]
             if not runnable:
                 return
             for task in runnable:
                 self.run_handler(task, bundle, instance_id, business_key, records)
+                raise_kept_failure(workflow)
         raise StepFailed(f"more than {MAX_STEPS_PER_COMMAND} steps in one command (a loop without a wait?)",
                          None, None)
 
@@ -223,7 +298,8 @@ class Runtime:
                              str(task.id), bpmn_id)
         task.data.update(copy.deepcopy(result or {}))
         share_with_live_tasks(task, result or {})
-        task.run()
+        with failure_kept(task.workflow):  # the handler completed; a failure is in what follows the task
+            task.run()
         sync_live_tasks(task.workflow)
         if context.rearm_requested:
             rearmed = rearm_date_timers(task.workflow.top_workflow)
@@ -246,7 +322,8 @@ class Runtime:
                 payload = {"errorCode": error.code, "errorMessage": str(error), **error.data}
                 task.data.update(payload)
                 share_with_live_tasks(task, payload)
-                task.workflow.top_workflow.catch(BpmnEvent(definition, payload=payload))
+                with failure_kept(task.workflow):
+                    task.workflow.top_workflow.catch(BpmnEvent(definition, payload=payload))
                 records.append(StepRecord("bpmn_error", str(task.id), bpmn_id,
                                           {"code": error.code, "message": str(error)}))
                 return
@@ -265,13 +342,27 @@ class Runtime:
         task = self.find_task(workflow, task_id)
         task.data.update(copy.deepcopy(data))
         share_with_live_tasks(task, data)
-        task.run()
+        with failure_kept(workflow):
+            task.run()
         sync_live_tasks(workflow)
         return task
 
+    @staticmethod
+    def rerun(task) -> None:
+        """Let the task a step failed at run again on the next advance: a task whose run failed (SpiffWorkflow
+        left it in ERROR) becomes READY; one whose update failed (it was deciding whether it may run, e.g. a
+        timer computing its instant, and stayed FUTURE or predicted) is updated again."""
+        if task.state == TaskState.ERROR:
+            task._set_state(TaskState.READY)
+        elif task.state & (TaskState.FUTURE | TaskState.PREDICTED_MASK) and task.parent is not None \
+                and task.parent.state == TaskState.COMPLETED:
+            with failure_kept(task.workflow):
+                task.task_spec._update(task)
+
     def fire_due_timers(self, workflow: BpmnWorkflow) -> None:
         """Let timers whose instant has passed (by the engine clock) fire on the next advance."""
-        workflow.refresh_timers()
+        with failure_kept(workflow):
+            workflow.refresh_timers()
 
     def deliver_message(self, workflow: BpmnWorkflow, task_id: str, message_name: str,
                         data: dict[str, Any]) -> None:
@@ -284,7 +375,8 @@ class Runtime:
             raise ValueError(f"task {task.task_spec.bpmn_id} does not wait for message '{message_name}'")
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
         share_with_live_tasks(task, data)
-        catch_at(holder, BpmnEvent(definition, payload=payload))
+        with failure_kept(workflow):
+            catch_at(holder, BpmnEvent(definition, payload=payload))
 
     def _trigger_event_subprocess(self, workflow: BpmnWorkflow, trigger: str, message_name: str,
                                   data: dict[str, Any]) -> None:
@@ -305,9 +397,10 @@ class Runtime:
         top = workflow.top_workflow
         before = set(top.subprocesses)
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
-        started = top.subprocesses[host.spec.start.trigger_wf(host.task_tree, start_event._wf_spec.name)]
-        [start] = [t for t in started.tasks.values() if t.task_spec is start_event]
-        catch_at(start, BpmnEvent(start_event.event_definition, payload=payload))
+        with failure_kept(top):
+            started = top.subprocesses[host.spec.start.trigger_wf(host.task_tree, start_event._wf_spec.name)]
+            [start] = [t for t in started.tasks.values() if t.task_spec is start_event]
+            catch_at(start, BpmnEvent(start_event.event_definition, payload=payload))
         for sub_id in set(top.subprocesses) - before:
             seeded = [top.tasks.get(sub_id), *top.subprocesses[sub_id].tasks.values()]
             for task in seeded:
@@ -317,7 +410,8 @@ class Runtime:
 
     def start_by_message(self, workflow: BpmnWorkflow, message_name: str, data: dict[str, Any]) -> None:
         """Trigger the message start event of a freshly created workflow."""
-        workflow.do_engine_steps()
+        if not steps_done(workflow):
+            return
         for task in tasks_in_state(workflow, TaskState.WAITING):
             definition = _message_definition(task)
             if definition is not None and definition.name == message_name:
@@ -328,10 +422,12 @@ class Runtime:
     @staticmethod
     def start_by_signal(workflow: BpmnWorkflow, signal_name: str, data: dict[str, Any]) -> None:
         """Trigger the signal start event of a freshly created workflow; ``data`` becomes the start's data."""
-        workflow.do_engine_steps()
+        if not steps_done(workflow):
+            return
         for task in Runtime.waiting_signals(workflow, signal_name):
             if task.parent is not None and task.parent.task_spec is workflow.spec.start:  # a process start
-                workflow.catch(BpmnEvent(task.task_spec.event_definition, payload=copy.deepcopy(data)))
+                with failure_kept(workflow):
+                    workflow.catch(BpmnEvent(task.task_spec.event_definition, payload=copy.deepcopy(data)))
                 return
         raise ValueError(f"process {workflow.spec.name} has no start event for signal '{signal_name}'")
 
@@ -536,9 +632,3 @@ def _message_definition(task) -> MessageEventDefinition | None:
     definition = caught_event(task)[0]
     return definition if isinstance(definition, MessageEventDefinition) else None
 
-
-def _spiff_message(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    task = getattr(exc, "task", None)
-    where = f" at {task.task_spec.bpmn_id}" if task is not None and task.task_spec.bpmn_id else ""
-    return f"{text}{where}"

@@ -31,7 +31,7 @@ from .bpmn import timer_expression
 from .definitions import BPMN_NS, parse_xml
 from .errors import DefinitionError
 from .expressions import ExpressionError
-from .runtime import StepRecord
+from .runtime import StepRecord, steps_done
 from .sla import SHANGHAI, IsoDuration, parse_duration
 from .store import DefinitionRow, StartScheduleRow
 
@@ -218,7 +218,8 @@ def _fire(engine: Engine, schedule_id: int, now: datetime):
 
 def trigger(workflow, bpmn_id: str, now: datetime) -> None:
     """Fire the timer start event ``bpmn_id`` of a new workflow once, now."""
-    workflow.do_engine_steps()
+    if not steps_done(workflow):
+        return
     for task in workflow.get_tasks(state=TaskState.WAITING):
         if task.task_spec.bpmn_id != bpmn_id:
             continue

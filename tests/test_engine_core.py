@@ -237,6 +237,50 @@ def test_handler_exception_is_a_clear_instance_error(engine):
     assert instance.ready_tasks == []
 
 
+def _failure_record(engine, instance_id):
+    [incident] = engine.incidents(instance_id)
+    last = engine.history(instance_id)[-1]
+    return incident, last
+
+
+def test_a_bad_value_met_while_spiffworkflow_steps_is_an_incident_not_an_exception(engine):
+    """A timer whose duration comes from a variable: SpiffWorkflow computes the instant while it steps, in
+    ``Engine.start`` (advancing) and in ``Engine.complete`` (completing the task updates the timer after it)."""
+    deploy(engine, "wait_from_variable.bpmn")
+    message = "timer '{0}': 'soon' is not an ISO 8601 duration (e.g. PT2H, P1D) at {0}"
+    started = engine.start("wait_from_variable", {"firstWait": "soon"})
+    assert (started.status, started.error) == ("error", message.format("firstWait"))
+    incident, last = _failure_record(engine, started.id)
+    assert (incident.kind, incident.bpmn_id, incident.message) == ("step", "firstWait", started.error)
+    assert (last.type, last.bpmn_id, last.data) == ("instance_error", "firstWait", {"message": started.error})
+
+    case = engine.start("wait_from_variable", {"firstWait": "PT0S", "secondWait": "soon"})
+    [work] = case.ready_tasks
+    after = engine.complete(work.id, {"note": "done"}, user="lisi")  # before: ExpressionError out of complete()
+    assert (after.status, after.error) == ("error", message.format("secondWait"))
+    incident, last = _failure_record(engine, case.id)
+    assert incident.bpmn_id == "secondWait" and incident.task_id == last.task_id
+    assert (last.type, last.bpmn_id) == ("instance_error", "secondWait")
+    assert engine.task(work.id).state == "completed" and engine.tasks(instance_id=case.id) == []
+    assert [e.type for e in engine.history(case.id)][-2:] == ["task_completed", "instance_error"]
+    again = engine.retry_incident(incident.id)  # the timer computes its instant again (and fails again)
+    assert (again.status, again.error) == ("error", message.format("secondWait"))
+    assert [i.id for i in again.incidents] != [incident.id]
+
+
+def test_an_unexpected_exception_inside_spiffworkflow_is_an_incident_naming_the_task(engine):
+    """SpiffWorkflow 3.2.0's Camunda multi-instance task fails with a ``TypeError`` when its loop
+    cardinality is not a number (it takes the value for a collection's name)."""
+    deploy(engine, "visits_by_cardinality.bpmn")
+    case = engine.start("visits_by_cardinality", {"visits": "3"})
+    after = engine.complete(case.ready_tasks[0].id, {})
+    assert after.status == "error" and after.error.startswith("unexpected TypeError at visit: ")
+    assert "\n" not in after.error and "Traceback" not in after.error
+    incident, last = _failure_record(engine, case.id)
+    assert (incident.bpmn_id, incident.message) == ("visit", after.error)
+    assert (last.type, last.bpmn_id) == ("instance_error", "visit")
+
+
 def test_start_of_unknown_process_and_bad_data(engine):
     with pytest.raises(NotFound, match="no process 'nope' is deployed"):
         engine.start("nope")
