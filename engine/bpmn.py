@@ -56,6 +56,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import (
     TimeDateEventDefinition,
     TimerEventDefinition,
 )
+from SpiffWorkflow.bpmn.specs.mixins import BpmnSpecMixin
 from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import MultiInstanceTask
 from SpiffWorkflow.camunda.parser.CamundaParser import CamundaParser
 from SpiffWorkflow.camunda.parser.event_parsers import (
@@ -67,6 +68,7 @@ from SpiffWorkflow.camunda.parser.event_parsers import (
     CamundaStartEventParser,
 )
 from SpiffWorkflow.camunda.parser.task_spec import CamundaTaskParser
+from SpiffWorkflow.camunda.specs import multiinstance_task as camunda_multi_instance
 from SpiffWorkflow.camunda.specs.event_definitions import MessageEventDefinition
 from SpiffWorkflow.util.deep_merge import DeepMerge
 from SpiffWorkflow.util.task import TaskState
@@ -103,6 +105,31 @@ def merge_copying_on_write(a: dict, b: dict, path: list | None = None) -> dict:
 
 
 DeepMerge.merge = staticmethod(merge_copying_on_write)
+
+
+_camunda_update_multi_instance = camunda_multi_instance.update_task_spec
+
+
+def update_multi_instance_spec(my_task) -> None:
+    """SpiffWorkflow's Camunda multi-instance update, refusing a loop cardinality that is not a whole number.
+
+    SpiffWorkflow takes such a value for the name of an input collection and rewrites the task spec,
+    which is shared by every case of the definition in this process: one case with ``visits = "3"`` made
+    every later case fail. Here the case fails alone, with an error naming the task (an incident).
+    Installed as ``update_task_spec`` of SpiffWorkflow's Camunda module when this module is imported.
+    """
+    spec = my_task.task_spec
+    if spec.cardinality is not None:
+        if my_task.state != TaskState.WAITING:  # as SpiffWorkflow's: take the parent's data first
+            BpmnSpecMixin._update_hook(spec, my_task)
+        count = my_task.workflow.script_engine.evaluate(my_task, spec.cardinality)
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise WorkflowTaskException(f"loopCardinality {spec.cardinality} is {count!r}, not a whole number; "
+                                        "for one instance per item use camunda:collection", task=my_task)
+    _camunda_update_multi_instance(my_task)
+
+
+camunda_multi_instance.update_task_spec = update_multi_instance_spec
 
 
 _ISO_LITERAL = re.compile(r"^(R\d*/.*|P[0-9TWYMDHS.,]+|\d{4}-\d{2}-\d{2}(T[0-9:.]+)?(Z|[+-]\d{2}:?\d{2})?)$")

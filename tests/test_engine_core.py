@@ -269,16 +269,27 @@ def test_a_bad_value_met_while_spiffworkflow_steps_is_an_incident_not_an_excepti
 
 
 def test_an_unexpected_exception_inside_spiffworkflow_is_an_incident_naming_the_task(engine):
-    """SpiffWorkflow 3.2.0's Camunda multi-instance task fails with a ``TypeError`` when its loop
-    cardinality is not a number (it takes the value for a collection's name)."""
+    """SpiffWorkflow 3.2.0's multi-instance task fails with a ``TypeError`` when its collection is a number."""
+    deploy(engine, "mi_local.bpmn")
+    case = engine.start("inspect_each", {"customers": 5})
+    assert case.status == "error" and case.error == "unexpected TypeError at inspectOne: 'int' object is not iterable"
+    incident, last = _failure_record(engine, case.id)
+    assert (incident.bpmn_id, incident.message) == ("inspectOne", case.error)
+    assert (last.type, last.bpmn_id) == ("instance_error", "inspectOne")
+
+
+def test_a_loop_cardinality_that_is_not_a_number_fails_its_case_alone(engine):
+    """SpiffWorkflow's Camunda multi-instance task took a non-numeric cardinality for a collection's name and
+    rewrote the task spec every case of the definition shares: the next case then failed too."""
     deploy(engine, "visits_by_cardinality.bpmn")
     case = engine.start("visits_by_cardinality", {"visits": "3"})
     after = engine.complete(case.ready_tasks[0].id, {})
-    assert after.status == "error" and after.error.startswith("unexpected TypeError at visit: ")
-    assert "\n" not in after.error and "Traceback" not in after.error
+    assert after.status == "error" and after.error.startswith("loopCardinality ${visits} is '3', not a whole number")
+    assert after.error.endswith(" at visit") and "\n" not in after.error
     incident, last = _failure_record(engine, case.id)
-    assert (incident.bpmn_id, incident.message) == ("visit", after.error)
-    assert (last.type, last.bpmn_id) == ("instance_error", "visit")
+    assert (incident.bpmn_id, incident.message, last.type) == ("visit", after.error, "instance_error")
+    good = engine.start("visits_by_cardinality", {"visits": 2})  # the same cached definition
+    assert [t.bpmn_id for t in engine.complete(good.ready_tasks[0].id, {}).ready_tasks] == ["visit", "visit"]
 
 
 def test_start_of_unknown_process_and_bad_data(engine):
