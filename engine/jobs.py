@@ -343,8 +343,9 @@ def run_ticket(engine: Engine, ticket: JobTicket, lock_ttl: float, report: Repor
                 bpmn_error = exc
             except Exception as exc:  # the handler's failure is data: retried, then an incident
                 error = f"{type(exc).__name__}: {exc}"
-        if error is None and result is not None and not isinstance(result, dict):
-            error = f"handler returned {type(result).__name__}; it must return a dict or None"
+        if error is None:
+            problem = engine.runtime.result_problem(result)
+            error = None if problem is None else f"handler {problem}"
     if error is not None:
         outcome = _fail(engine, ticket, error)
         report("job_" + outcome, job=ticket.id, instance=ticket.instance_id, topic=ticket.topic,

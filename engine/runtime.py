@@ -8,6 +8,7 @@ timers, message subscriptions, variables) that it writes in the same transaction
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -293,9 +294,9 @@ class Runtime:
         except Exception as exc:
             raise StepFailed(f"handler '{topic}' failed at task {bpmn_id}: {type(exc).__name__}: {exc}",
                              str(task.id), bpmn_id) from exc
-        if result is not None and not isinstance(result, dict):
-            raise StepFailed(f"handler '{topic}' returned {type(result).__name__}; it must return a dict or None",
-                             str(task.id), bpmn_id)
+        problem = self.result_problem(result)
+        if problem is not None:
+            raise StepFailed(f"handler '{topic}' at task {bpmn_id} {problem}", str(task.id), bpmn_id)
         task.data.update(copy.deepcopy(result or {}))
         share_with_live_tasks(task, result or {})
         with failure_kept(task.workflow):  # the handler completed; a failure is in what follows the task
@@ -310,6 +311,23 @@ class Runtime:
                                   {"topic": topic, "result": result or {}}))
         for message in context.outbox:
             records.append(StepRecord("outbox", str(task.id), bpmn_id, message))
+
+    def result_problem(self, result: Any) -> str | None:
+        """Why a handler's result cannot become case variables (to follow "handler … "), or None.
+
+        It must be a dict (or None) whose values the state and the history can store: JSON values, and the
+        types the state serializer tags (date-times, dates, Decimal, UUID, sets). Checked before anything
+        is merged, so an unstorable value is the handler's failure, not an error when the step is saved.
+        """
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            return f"returned {type(result).__name__}; it must return a dict or None"
+        try:
+            json.dumps(self.serializer.convert_data(copy.deepcopy(result)))
+        except Exception as exc:  # any type the serializer or JSON cannot take, or one deepcopy cannot
+            return f"returned a value that cannot be stored ({type(exc).__name__}: {exc})"
+        return None
 
     @staticmethod
     def _throw_error(task, error: BpmnError, records: list[StepRecord]) -> None:

@@ -124,7 +124,13 @@ def searchable_variables() -> dict[str, tuple[str, ...]]:
 
 
 def handler(topic: str, *, asynchronous: bool = False, retry_cycle: str = "R3/PT1M"):
-    """Register the decorated function as the handler of ``topic``."""
+    """Register the decorated function as the handler of ``topic``.
+
+    The function takes ``(variables, context)`` and returns a dict of variables to set (or None). Its
+    values must be storable: JSON values, date-times, dates, ``Decimal``, ``UUID``, sets. Anything else
+    (bytes, an object) fails the task like an exception would (an incident; for an asynchronous task,
+    a retry first), and none of the result is kept.
+    """
 
     def register(function):
         existing = _REGISTRY.get(topic)

@@ -37,6 +37,8 @@ def mutate_nested(variables, ctx):
 
 @handler("test.failWhenAsked")
 def fail_when_asked(variables, ctx):
+    if variables.get("fail") == "unstorable":
+        return {"checked": True, "receipt": b"\x00raw"}  # bytes: neither JSON nor a type the state tags
     if variables.get("fail"):
         raise RuntimeError("billing system unreachable")
     return {"checked": True}

@@ -237,6 +237,17 @@ def test_handler_exception_is_a_clear_instance_error(engine):
     assert instance.ready_tasks == []
 
 
+def test_a_handler_result_that_cannot_be_stored_is_an_incident_and_nothing_of_it_is_kept(engine):
+    deploy(engine, "handler_chain.bpmn")
+    instance = engine.start("handler_chain", {"fail": "unstorable"})
+    assert instance.status == "error"
+    assert instance.error == ("handler 'test.failWhenAsked' at task mayFail returned a value that cannot be stored "
+                              "(TypeError: Object of type bytes is not JSON serializable)")
+    assert "receipt" not in engine.instance(instance.id).variables
+    incident, last = _failure_record(engine, instance.id)
+    assert (incident.bpmn_id, incident.message, last.type) == ("mayFail", instance.error, "instance_error")
+
+
 def _failure_record(engine, instance_id):
     [incident] = engine.incidents(instance_id)
     last = engine.history(instance_id)[-1]
