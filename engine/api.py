@@ -7,6 +7,7 @@ Every "now" comes from the injected clock.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -565,8 +566,6 @@ class Engine:
 
     def task_view(self, task_id: str) -> TaskView:
         """A task with what its operator needs: the form's JSON Schema and the variables it sees (``TaskView``)."""
-        import copy
-
         with self.store.read() as session:
             row = self._get_work_item(session, task_id)
             instance = session.get(models.InstanceRow, row.instance_id)

@@ -581,13 +581,17 @@ def resolve_incident(engine: Engine, incident_id: int, data: dict[str, Any] | No
         bundle = engine._bundle(session, instance.definition_id)
         workflow = engine.runtime.load(bundle, instance.state_json)
         task = engine.runtime.find_task(workflow, row.task_id) if row.task_id else None
-        if task is None or task.state not in (TaskState.READY, TaskState.ERROR):
+        before_start = task is not None and engine.runtime.failed_before_start(task)
+        if task is None or (task.state not in (TaskState.READY, TaskState.ERROR) and not before_start):
             raise Conflict(f"incident {incident_id}: task {row.bpmn_id} is no longer waiting to run")
         task.data.update(copy.deepcopy(data))
         share_with_live_tasks(task, data)
-        if task.state == TaskState.ERROR:
+        if before_start:  # it failed deciding whether it may run: it decides again on the corrected data
+            engine.runtime.correct_inherited(task, data)
+            engine.runtime.rerun(task)
+        elif task.state == TaskState.ERROR:
             task._set_state(TaskState.READY)  # an expression failed: run it again on the corrected data
-        if isinstance(task.task_spec, HandlerTask):
+        if isinstance(task.task_spec, HandlerTask) and task.state == TaskState.READY:
             with failure_kept(workflow):
                 task.run()  # the handler is not called: the data stands in for its result
         if row.job_id:

@@ -42,7 +42,7 @@ from .bpmn import (
     waiting_catches,
 )
 from .clock import Clock
-from .serializer import StateSerializer
+from .serializer import StateSerializer, forget_texts
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def step_failure(exc: Exception) -> StepFailed:
     (its spec methods all take ``my_task``).
     """
     task = _failing_task(exc)
-    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+    text = _first_line(exc)
     where = f" at {task.task_spec.bpmn_id}" if task is not None and task.task_spec.bpmn_id else ""
     if isinstance(exc, (SpiffWorkflowException, ValueError)):
         message = f"{text or type(exc).__name__}{where}"
@@ -80,6 +80,17 @@ def step_failure(exc: Exception) -> StepFailed:
         message = f"unexpected {type(exc).__name__}{where}" + (f": {text}" if text else "")
     return StepFailed(message, str(task.id) if task is not None else None,
                       task.task_spec.bpmn_id if task is not None else None)
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of the exception's message; for SpiffWorkflow's, without the ". " its ``__str__`` puts
+    after the message even when it has no notes to add."""
+    if isinstance(exc, SpiffWorkflowException):
+        notes = [n for n in getattr(exc, "notes", []) if n]
+        text = "; ".join([str(exc.args[0]) if exc.args else "", *notes])
+    else:
+        text = str(exc)
+    return text.strip().splitlines()[0].strip() if text.strip() else ""
 
 
 def _failing_task(exc: Exception):
@@ -303,7 +314,9 @@ class Runtime:
             task.run()
         sync_live_tasks(task.workflow)
         if context.rearm_requested:
-            rearmed = rearm_date_timers(task.workflow.top_workflow)
+            rearmed: list[str] = []
+            with failure_kept(task.workflow):  # a new instant that is not one is the step's failure
+                rearmed = rearm_date_timers(task.workflow.top_workflow)
             records.append(StepRecord("timers_rearmed", str(task.id), bpmn_id, {"timers": rearmed}))
         for step, user in context.reassignments:  # applied to the work items when the step is saved
             records.append(StepRecord(REASSIGN_REQUESTED, str(task.id), bpmn_id, {"step": step, "to": user}))
@@ -324,7 +337,7 @@ class Runtime:
         if not isinstance(result, dict):
             return f"returned {type(result).__name__}; it must return a dict or None"
         try:
-            json.dumps(self.serializer.convert_data(copy.deepcopy(result)))
+            json.dumps(self.serializer.convert_data(copy.deepcopy(result)), allow_nan=False)  # PostgreSQL's JSON
         except Exception as exc:  # any type the serializer or JSON cannot take, or one deepcopy cannot
             return f"returned a value that cannot be stored ({type(exc).__name__}: {exc})"
         return None
@@ -340,8 +353,8 @@ class Runtime:
                 payload = {"errorCode": error.code, "errorMessage": str(error), **error.data}
                 task.data.update(payload)
                 share_with_live_tasks(task, payload)
-                with failure_kept(task.workflow):
-                    task.workflow.top_workflow.catch(BpmnEvent(definition, payload=payload))
+                with failure_kept(task.workflow):  # this task's boundary event only, not every one with the code
+                    catch_at(sibling, BpmnEvent(definition, payload=payload))
                 records.append(StepRecord("bpmn_error", str(task.id), bpmn_id,
                                           {"code": error.code, "message": str(error)}))
                 return
@@ -366,16 +379,28 @@ class Runtime:
         return task
 
     @staticmethod
-    def rerun(task) -> None:
+    def failed_before_start(task) -> bool:
+        """True for a task whose update failed: it was deciding whether it may run (a timer computing its
+        instant, a multi-instance task its count) and stayed FUTURE or predicted after its parent completed."""
+        return bool(task.state & (TaskState.FUTURE | TaskState.PREDICTED_MASK)) and task.parent is not None \
+            and task.parent.state == TaskState.COMPLETED
+
+    @classmethod
+    def rerun(cls, task) -> None:
         """Let the task a step failed at run again on the next advance: a task whose run failed (SpiffWorkflow
-        left it in ERROR) becomes READY; one whose update failed (it was deciding whether it may run, e.g. a
-        timer computing its instant, and stayed FUTURE or predicted) is updated again."""
+        left it in ERROR) becomes READY; one whose update failed (:meth:`failed_before_start`) is updated again."""
         if task.state == TaskState.ERROR:
             task._set_state(TaskState.READY)
-        elif task.state & (TaskState.FUTURE | TaskState.PREDICTED_MASK) and task.parent is not None \
-                and task.parent.state == TaskState.COMPLETED:
+        elif cls.failed_before_start(task):
             with failure_kept(task.workflow):
                 task.task_spec._update(task)
+
+    @staticmethod
+    def correct_inherited(task, data: dict[str, Any]) -> None:
+        """Merge corrected ``data`` into what a task that failed before it started inherits: its parent's
+        data, which each update copies again (a supervisor resolving the incident; recorded by the caller)."""
+        task.parent.data.update(copy.deepcopy(data))
+        forget_texts(task.workflow, [task.parent, *task.parent.children])
 
     def fire_due_timers(self, workflow: BpmnWorkflow) -> None:
         """Let timers whose instant has passed (by the engine clock) fire on the next advance."""
@@ -411,7 +436,7 @@ class Runtime:
         else:
             raise ValueError(f"no task or event sub-process '{trigger}' waits for message '{message_name}'")
         instance_scope(workflow).update(copy.deepcopy(data))
-        current = self.variables(workflow)
+        current = _seen_in(host, self.variables(workflow))
         top = workflow.top_workflow
         before = set(top.subprocesses)
         payload = {"payload": copy.deepcopy(data), "result_var": "__merge__"}
@@ -554,7 +579,8 @@ class Runtime:
             for host, start_event in starts:
                 keys = next((p[start_event.bpmn_id].get("correlation_keys") for p in bundle.meta.values()
                              if start_event.bpmn_id in p), None) or []
-                values = {key: variables.get(key) for key in keys}
+                seen = _seen_in(host, variables)
+                values = {key: seen.get(key) for key in keys}
                 views.append(SubscriptionView(trigger_id(host, start_event), start_event.bpmn_id,
                                               start_event.event_definition.name, correlation_string(values)))
         return views
@@ -626,6 +652,16 @@ def event_subprocess_message_starts(workflow: BpmnWorkflow) -> list[tuple[Any, A
                 if isinstance(getattr(start_event, "event_definition", None), MessageEventDefinition):
                     starts.append((host, start_event))
     return starts
+
+
+def _seen_in(host, variables: dict[str, Any]) -> dict[str, Any]:
+    """The case ``variables`` as the tasks inside ``host`` (the instance or one running sub-process) see them:
+    with the data of the task that runs ``host`` over them (in a multi-instance body: which site, which meter)."""
+    top = host.top_workflow
+    if host is top:
+        return variables
+    owner = top.get_task_from_id(host.parent_task_id)
+    return {**variables, **owner.data} if owner is not None else variables
 
 
 def trigger_id(host, start_event) -> str:

@@ -156,6 +156,15 @@ def _fingerprint(task):
             parent.id, parent.state, parent.last_state_change)
 
 
+def forget_texts(workflow, tasks) -> None:
+    """Drop the JSON text kept for ``tasks`` (see :meth:`StateSerializer.dumps`), so the next dump encodes
+    them anew. For a finished task whose data a command changes on purpose, with its children (whose text
+    is a delta against its data); nothing else may change a finished task."""
+    kept = workflow.top_workflow.__dict__.get(_TASK_TEXTS)
+    for task in tasks if kept else ():
+        kept.pop(task.id, None)
+
+
 class StateSerializer:
     """Dumps and loads workflow state as JSON text (spec not included)."""
 

@@ -39,6 +39,8 @@ def mutate_nested(variables, ctx):
 def fail_when_asked(variables, ctx):
     if variables.get("fail") == "unstorable":
         return {"checked": True, "receipt": b"\x00raw"}  # bytes: neither JSON nor a type the state tags
+    if variables.get("fail") == "nan":
+        return {"checked": True, "score": float("nan")}  # JSON without NaN: PostgreSQL refuses it
     if variables.get("fail"):
         raise RuntimeError("billing system unreachable")
     return {"checked": True}
@@ -58,3 +60,22 @@ def reassign_step(variables, ctx):
     """Gives the open tasks of ``step`` to ``to`` (a supervisor's 改派)."""
     ctx.reassign(variables["step"], variables["to"])
     return {}
+
+
+@handler("test.reconnectOrBusy")
+def reconnect_or_busy(variables, ctx):
+    """tests/bpmn/two_remote_reconnects.bpmn: meter A is offline (a BPMN error); B's system is busy once."""
+    from handlers import BpmnError
+
+    if ctx.bpmn_id == "reconnectA":
+        raise BpmnError("REMOTE_FAILED", "A 表离线")
+    if ctx.attempt == 1:
+        raise RuntimeError("远程费控系统繁忙")
+    return {"reconnectedB": True}
+
+
+@handler("test.moveDeadline")
+def move_deadline(variables, ctx):
+    """Moves ``deadline`` to ``newDeadline`` and asks for the waiting timeDate timers to be computed again."""
+    ctx.rearm_timers()
+    return {"deadline": variables["newDeadline"]}

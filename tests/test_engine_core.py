@@ -237,15 +237,39 @@ def test_handler_exception_is_a_clear_instance_error(engine):
     assert instance.ready_tasks == []
 
 
-def test_a_handler_result_that_cannot_be_stored_is_an_incident_and_nothing_of_it_is_kept(engine):
+@pytest.mark.parametrize(("kind", "problem"), [
+    ("unstorable", "TypeError: Object of type bytes is not JSON serializable"),
+    ("nan", "ValueError: Out of range float values are not JSON compliant")])
+def test_a_handler_result_that_cannot_be_stored_is_an_incident_and_nothing_of_it_is_kept(engine, kind, problem):
     deploy(engine, "handler_chain.bpmn")
-    instance = engine.start("handler_chain", {"fail": "unstorable"})
+    instance = engine.start("handler_chain", {"fail": kind})
     assert instance.status == "error"
-    assert instance.error == ("handler 'test.failWhenAsked' at task mayFail returned a value that cannot be stored "
-                              "(TypeError: Object of type bytes is not JSON serializable)")
-    assert "receipt" not in engine.instance(instance.id).variables
+    assert instance.error.startswith("handler 'test.failWhenAsked' at task mayFail returned a value that cannot be "
+                                     f"stored ({problem}")
+    assert not {"receipt", "score"} & set(engine.instance(instance.id).variables)
     incident, last = _failure_record(engine, instance.id)
     assert (incident.bpmn_id, incident.message, last.type) == ("mayFail", instance.error, "instance_error")
+
+
+def test_a_handler_that_moves_a_timer_to_no_instant_is_an_incident(engine):
+    deploy(engine, "rearm_deadline.bpmn")
+    case = engine.start("rearm_deadline", {"deadline": "2026-12-09T17:00:00+08:00", "newDeadline": "下周五"})
+    assert case.status == "error"
+    assert case.error == "timer 'deadline': '下周五' is not an ISO 8601 date-time at deadline"
+    incident, last = _failure_record(engine, case.id)
+    assert (incident.bpmn_id, last.type) == ("deadline", "instance_error")
+
+
+def test_a_bpmn_error_reaches_the_boundary_event_of_the_task_that_threw_it_only(engine):
+    """two_remote_reconnects: A's handler throws REMOTE_FAILED while B's job waits to be retried; B has an
+    error boundary event for the same code, which must not fire."""
+    deploy(engine, "two_remote_reconnects.bpmn")
+    case = engine.start("two_remote_reconnects", {})
+    assert sorted(j.bpmn_id for j in engine.jobs(case.id)) == ["reconnectA", "reconnectB"]
+    engine.run_jobs("w1")  # A: BPMN error; B: fails once, to be retried
+    after = engine.instance(case.id)
+    assert [t.bpmn_id for t in after.ready_tasks] == ["manualA"]
+    assert [j.bpmn_id for j in engine.jobs(case.id)] == ["reconnectB"]
 
 
 def _failure_record(engine, instance_id):
@@ -301,6 +325,13 @@ def test_a_loop_cardinality_that_is_not_a_number_fails_its_case_alone(engine):
     assert (incident.bpmn_id, incident.message, last.type) == ("visit", after.error, "instance_error")
     good = engine.start("visits_by_cardinality", {"visits": 2})  # the same cached definition
     assert [t.bpmn_id for t in engine.complete(good.ready_tasks[0].id, {}).ready_tasks] == ["visit", "visit"]
+
+    retried = engine.retry_incident(incident.id, user="admin")
+    assert retried.status == "error" and retried.error == after.error  # the same data fails the same way
+    [incident] = engine.incidents(case.id)  # a new one
+    resolved = engine.resolve_incident(incident.id, {"visits": 3}, user="admin")  # the supervisor corrects it
+    assert resolved.status == "running" and [t.bpmn_id for t in resolved.ready_tasks] == ["visit"] * 3
+    assert engine.instance(case.id).variables["visits"] == 3 and engine.incidents(case.id) == []
 
 
 def test_start_of_unknown_process_and_bad_data(engine):

@@ -147,6 +147,22 @@ def test_an_event_sub_process_inside_an_embedded_sub_process_is_started_by_its_m
     assert [t.bpmn_id for t in later.ready_tasks] == ["repairOnSite"]
 
 
+def test_an_event_sub_process_in_each_instance_of_a_multi_instance_sub_process_takes_its_own_message(engine):
+    """nested_event_subprocess_each_site: 现场处理 once per site, its 现场催办 keyed by siteNo."""
+    deploy(engine, "nested_event_subprocess_each_site.bpmn")
+    case = engine.start("nested_event_subprocess_each_site", {"sites": ["S1", "S2"], "workOrderNo": "WO-35"})
+
+    def chased_sites():
+        return sorted(engine.task_view(t.id).variables["siteNo"] for t in engine.tasks(instance_id=case.id)
+                      if t.bpmn_id == "answerChase")
+
+    reached = engine.correlate("msgSiteChase", {"siteNo": "S1"}, {"chaseNote": "S1 客户催问"})
+    assert reached.id == case.id and chased_sites() == ["S1"]
+    engine.correlate("msgSiteChase", {"siteNo": "S2"}, {})
+    assert chased_sites() == ["S1", "S2"]
+    assert engine.messages() == []
+
+
 def test_an_event_sub_process_inside_a_finished_embedded_sub_process_takes_no_message(engine):
     deploy(engine, "nested_event_subprocess.bpmn")
     instance = engine.start("nested_event_subprocess", {"workOrderNo": "WO-33"})
