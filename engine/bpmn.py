@@ -550,7 +550,11 @@ class TriggerWithoutRewiring(BpmnStartTask):
 
 def _previous_activation(spec, my_task):
     """The task of join ``spec`` that ``my_task``'s path last went through (the join fired there in an earlier
-    round of a loop), or None in the first round."""
+    round of a loop), or None in the first round.
+
+    Like SpiffWorkflow's ``Task.find_ancestor``, without its recursion: a loop deepens the task tree every
+    round, so a case with a few hundred rounds would reach Python's recursion limit (so :func:`_descends_from`
+    for ``Task.is_descendant_of``)."""
     task = my_task.parent
     while task is not None:
         if task.task_spec is spec:
@@ -574,6 +578,7 @@ def _activation_tasks(spec, my_task) -> list:
 
 
 def _descends_from(task, ancestor) -> bool:
+    """``task.is_descendant_of(ancestor)``, iteratively (see :func:`_previous_activation`)."""
     parent = task.parent
     while parent is not None:
         if parent is ancestor:

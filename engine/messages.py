@@ -128,11 +128,11 @@ def correlate(engine: Engine, message_name: str, correlation: dict[str, Any] | N
                            "of them as a broadcast (--all)")
         catches = {i: sorted((m for m in matches if m.instance_id == i), key=lambda m: (m.bpmn_id, m.id))
                    for i in instance_ids}
-        if not broadcast and instance_ids and len(catches[instance_ids[0]]) > 1:
-            names = ", ".join(m.bpmn_id for m in catches[instance_ids[0]])
-            raise Conflict(f"message '{message_name}' ({described}) matches {len(catches[instance_ids[0]])} "
-                           f"catches of instance {instance_ids[0]}: {names}; give more correlation keys, or send "
-                           "it to all of them as a broadcast (--all)")
+        first = catches[instance_ids[0]] if instance_ids else []
+        if not broadcast and len(first) > 1:
+            raise Conflict(f"message '{message_name}' ({described}) matches {len(first)} catches of instance "
+                           f"{instance_ids[0]}: {', '.join(m.bpmn_id for m in first)}; give more correlation "
+                           "keys, or send it to all of them as a broadcast (--all)")
         if instance_ids:
             delivered = []
             for instance_id in instance_ids:

@@ -336,9 +336,9 @@ class Runtime:
             return None
         if not isinstance(result, dict):
             return f"returned {type(result).__name__}; it must return a dict or None"
-        try:
-            json.dumps(self.serializer.convert_data(copy.deepcopy(result)), allow_nan=False)  # PostgreSQL's JSON
-        except Exception as exc:  # any type the serializer or JSON cannot take, or one deepcopy cannot
+        try:  # no NaN (PostgreSQL's JSON refuses it); what converts to JSON can be deep-copied when merged
+            json.dumps(self.serializer.convert_data(result), allow_nan=False)
+        except Exception as exc:  # any type the serializer or JSON cannot take
             return f"returned a value that cannot be stored ({type(exc).__name__}: {exc})"
         return None
 

@@ -141,7 +141,8 @@ def _fingerprint(task):
 
     A task's data is written as a delta against its parent's, so the parent must be finished too.
     Finished tasks' data and internal data are not changed by SpiffWorkflow or gridflow (only live
-    tasks receive variables); a state change (a reset) changes ``last_state_change``. The exception is
+    tasks receive variables) — except by resolving an incident with corrected data, which drops the
+    texts concerned (:func:`forget_texts`); a state change (a reset) changes ``last_state_change``. The exception is
     a loop or multi-instance task: an instance run again after a reset merges its result into the
     finished task's data without changing its state, so neither it nor its next task is reused.
     """
